@@ -9,6 +9,7 @@
 //!
 //! In read-only mode every write fails with [`Error::ReadOnly`].
 
+use crate::checksum::BlockKind;
 use crate::error::{Error, Result};
 use crate::types::{BlockData, MetaBlock};
 use crate::validator::Validator;
@@ -24,6 +25,18 @@ pub const DEFAULT_CACHE_BLOCKS: usize = 8192;
 struct Entry {
     data: Arc<BlockData>,
     dirty: Option<&'static dyn Validator>,
+    /// The kind the block was validated as (or will be sealed as).  A cache
+    /// hit asking for another kind is refused, as an uncached read would be.
+    kind: BlockKind,
+}
+
+/// The error for a cached block asked for as another kind.
+fn wrong_kind(blk: MetaBlock, v: &dyn Validator, cached: BlockKind) -> Error {
+    Error::corrupt(
+        v.kind().name(),
+        blk,
+        format!("block holds a {}", cached.name()),
+    )
 }
 
 /// Cached, validated access to the metadata device.
@@ -111,6 +124,9 @@ impl BlockManager {
     /// Reads and validates a block.
     pub fn read(&self, blk: MetaBlock, v: &'static dyn Validator) -> Result<Arc<BlockData>> {
         if let Some(e) = self.cache.lock().get(&blk.0) {
+            if e.kind != v.kind() {
+                return Err(wrong_kind(blk, v, e.kind));
+            }
             return Ok(e.data.clone());
         }
         self.check_range(blk)?;
@@ -122,15 +138,21 @@ impl BlockManager {
             )
             .map_err(|e| Error::Io { blk, source: e })?;
         v.check(blk, &buf)?;
-        self.insert(blk, buf.clone(), None)?;
+        self.insert(blk, buf.clone(), None, v.kind())?;
         Ok(buf)
     }
 
     /// Takes a block out of the cache for modification (reading and validating
     /// it if needed).  Return it with [`BlockManager::put_dirty`].
     pub fn take(&self, blk: MetaBlock, v: &'static dyn Validator) -> Result<Arc<BlockData>> {
-        if let Some(e) = self.cache.lock().pop(&blk.0) {
-            return Ok(e.data);
+        {
+            let mut c = self.cache.lock();
+            if let Some(e) = c.peek(&blk.0) {
+                if e.kind != v.kind() {
+                    return Err(wrong_kind(blk, v, e.kind));
+                }
+                return Ok(c.pop(&blk.0).expect("present").data);
+            }
         }
         self.read(blk, v)?;
         Ok(self
@@ -153,7 +175,7 @@ impl BlockManager {
             return Err(Error::ReadOnly);
         }
         self.check_range(blk)?;
-        self.insert(blk, data, Some(v))
+        self.insert(blk, data, Some(v), v.kind())
     }
 
     fn insert(
@@ -161,10 +183,11 @@ impl BlockManager {
         blk: MetaBlock,
         data: Arc<BlockData>,
         dirty: Option<&'static dyn Validator>,
+        kind: BlockKind,
     ) -> Result<()> {
         let evicted = {
             let mut c = self.cache.lock();
-            let ev = c.push(blk.0, Entry { data, dirty });
+            let ev = c.push(blk.0, Entry { data, dirty, kind });
             match ev {
                 Some((k, e)) if k != blk.0 => Some((k, e)),
                 _ => None,
@@ -173,8 +196,15 @@ impl BlockManager {
         if let Some((k, e)) = evicted {
             if let Some(v) = e.dirty {
                 if let Err(err) = self.write_out(MetaBlock(k), &e.data, v) {
-                    // Keep it so the data is not lost; the caller sees the error.
-                    self.cache.lock().push(k, e);
+                    // Keep it so the data is not lost; the caller sees the
+                    // error.  The cache is full (the new entry took the
+                    // slot), so grow it by one: a plain push would evict, and
+                    // drop, another block, perhaps dirty, while the
+                    // transaction goes on if the caller was a mere query.
+                    let mut c = self.cache.lock();
+                    let cap = c.cap().saturating_add(1);
+                    c.resize(cap);
+                    c.push(k, e);
                     return Err(err);
                 }
             }

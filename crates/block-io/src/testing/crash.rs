@@ -122,6 +122,26 @@ impl CrashDevice {
         img
     }
 
+    /// Resize the device to `n` bytes, as growing (or shrinking) the
+    /// underlying volume would: the change of size is itself durable at once.
+    /// Growing adds zeroes to both the live and the durable image.  Shrinking
+    /// cuts both images and drops (or clips) pending writes beyond the new
+    /// end.  Works on a dead device too (it only models the volume's size).
+    pub fn set_len(&self, n: u64) {
+        let mut s = lock(&self.state);
+        let n = n as usize;
+        s.live.resize(n, 0);
+        s.durable.resize(n, 0);
+        s.pending.retain_mut(|(off, data)| {
+            let o = *off as usize;
+            if o >= n {
+                return false;
+            }
+            data.truncate(n - o);
+            true
+        });
+    }
+
     fn dead_error(what: &str) -> io::Error {
         io::Error::other(format!("crash device is dead: {what} refused"))
     }
@@ -201,5 +221,37 @@ impl SplitMix64 {
     /// Uniform-ish in `0..n` (`n > 0`); modulo bias is irrelevant here.
     fn below(&mut self, n: u64) -> u64 {
         self.next() % n
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn set_len_grows_durably_and_clips_pending() {
+        let d = CrashDevice::new(1024);
+        d.write_at(&[1; 512], 0).unwrap();
+        d.flush().unwrap();
+        d.write_at(&[2; 512], 512).unwrap();
+        d.set_len(4096);
+        assert_eq!(d.len().unwrap(), 4096);
+        assert_eq!(d.durable_image().len(), 4096);
+        d.write_at(&[3; 512], 3584).unwrap();
+        d.flush().unwrap();
+        let img = d.durable_image();
+        assert!(img[..512].iter().all(|&b| b == 1));
+        assert!(img[512..1024].iter().all(|&b| b == 2));
+        assert!(img[1024..3584].iter().all(|&b| b == 0));
+        assert!(img[3584..].iter().all(|&b| b == 3));
+        // Shrinking drops pending writes past the end and clips straddlers.
+        d.write_at(&[4; 1024], 512).unwrap();
+        d.write_at(&[5; 512], 2048).unwrap();
+        d.set_len(1024);
+        assert_eq!(d.pending_writes(), 1);
+        d.flush().unwrap();
+        let img = d.durable_image();
+        assert_eq!(img.len(), 1024);
+        assert!(img[512..].iter().all(|&b| b == 4));
     }
 }

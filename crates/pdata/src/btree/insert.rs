@@ -1,11 +1,13 @@
 //! Insertion (FORMAT.md §2.5): a top-down walk that shadows every node on the
 //! path and splits full nodes on the way down, so a parent always has room for
 //! a new child entry.  A full root is split beneath (it keeps its block and
-//! becomes an internal node with two children); other full nodes are split
-//! one into two, which leaves both halves at least half full.
+//! becomes an internal node with two children); another full node first
+//! shares entries with an unshared sibling that has room (as kernels since
+//! 5.14 do, which keeps sequentially filled leaves nearly full), and is
+//! split one into two otherwise.
 
 use super::node::{Node, NodeMut};
-use super::{shadow_node, too_deep, RefCounter, Value, MAX_DEPTH};
+use super::{even_out, shadow_node, too_deep, RefCounter, Value, MAX_DEPTH};
 use crate::error::Result;
 use crate::tm::{TransactionManager, WriteBlock};
 use crate::types::MetaBlock;
@@ -53,13 +55,26 @@ where
             match parent.as_mut() {
                 None => split_beneath(tm, &mut cur)?,
                 Some((p, pi)) => {
-                    let right = split_one_into_two(tm, &mut cur, p, *pi)?;
-                    let rkey = Node::new(&right.data).key(0);
-                    if key >= rkey {
-                        tm.put(std::mem::replace(&mut cur, right), &NODE)?;
-                        *pi += 1;
+                    let (right, with_left) = match make_room_with_sibling(tm, &mut cur, p, *pi)? {
+                        Some(r) => r,
+                        None => (split_one_into_two(tm, &mut cur, p, *pi)?, false),
+                    };
+                    // `right` is cur's left sibling when `with_left`.
+                    let (left_node, right_node) = if with_left {
+                        (right, cur)
                     } else {
-                        tm.put(right, &NODE)?;
+                        (cur, right)
+                    };
+                    let rkey = Node::new(&right_node.data).key(0);
+                    let right_idx = if with_left { *pi } else { *pi + 1 };
+                    if key >= rkey {
+                        tm.put(left_node, &NODE)?;
+                        cur = right_node;
+                        *pi = right_idx;
+                    } else {
+                        tm.put(right_node, &NODE)?;
+                        cur = left_node;
+                        *pi = right_idx - 1;
                     }
                 }
             }
@@ -138,6 +153,54 @@ fn split_beneath(tm: &mut TransactionManager, root: &mut WriteBlock) -> Result<(
     tm.put(left, &NODE)?;
     tm.put(right, &NODE)?;
     Ok(())
+}
+
+/// Free slots a sibling needs before a full node shares entries with it
+/// instead of splitting (the kernel's value since 5.14).
+const SIBLING_FREE: usize = 8;
+
+/// Makes room in the full node `cur` (child `pi` of `parent`) by moving
+/// entries to an unshared sibling with at least [`SIBLING_FREE`] free slots,
+/// the left one first.  Returns the shadowed sibling and whether it is the
+/// left one, or None when neither qualifies.
+fn make_room_with_sibling(
+    tm: &mut TransactionManager,
+    cur: &mut WriteBlock,
+    parent: &mut WriteBlock,
+    pi: usize,
+) -> Result<Option<(WriteBlock, bool)>> {
+    let p = Node::new(&parent.data);
+    let nr = p.nr_entries();
+    let vs = Node::new(&cur.data).value_size();
+    let candidates = [
+        (pi.checked_sub(1), true),
+        ((pi + 1 < nr).then_some(pi + 1), false),
+    ];
+    for (idx, is_left) in candidates {
+        let Some(si) = idx else { continue };
+        let blk = Node::new(&parent.data).child(si);
+        if tm.ref_count(blk) > 1 {
+            continue;
+        }
+        let d = super::read_node(tm, blk, vs)?;
+        let sib = Node::new(&d);
+        if sib.value_size() != vs || sib.max_entries() - sib.nr_entries() < SIBLING_FREE {
+            continue;
+        }
+        let (mut wb, _) = tm.shadow(blk, &NODE)?;
+        let total = sib.nr_entries() + Node::new(&cur.data).nr_entries();
+        let mut pm = NodeMut::new(parent.bytes());
+        pm.set_child(si, wb.loc);
+        if is_left {
+            even_out(&mut wb, cur, total / 2);
+            pm.set_key(pi, Node::new(&cur.data).key(0));
+        } else {
+            even_out(cur, &mut wb, total / 2);
+            pm.set_key(si, Node::new(&wb.data).key(0));
+        }
+        return Ok(Some((wb, is_left)));
+    }
+    Ok(None)
 }
 
 /// Splits `cur` (child `pi` of `parent`) into itself and a new right sibling,

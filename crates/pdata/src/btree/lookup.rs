@@ -5,7 +5,15 @@ use super::{read_node, too_deep, Value, MAX_DEPTH};
 use crate::error::{Error, Result};
 use crate::tm::TransactionManager;
 use crate::types::MetaBlock;
+use std::collections::HashSet;
 use std::ops::ControlFlow;
+
+/// Error for a node reached twice in one tree.  Sharing happens only between
+/// trees; inside one tree a node reached twice makes walks exponential (a
+/// chain of internal nodes whose children are all the next node).
+fn reached_twice(blk: MetaBlock) -> Error {
+    Error::corrupt("btree", blk, "node reached twice in one tree")
+}
 
 /// The value stored under `key`.
 pub fn lookup<V: Value>(tm: &TransactionManager, root: MetaBlock, key: u64) -> Result<Option<V>> {
@@ -35,9 +43,13 @@ pub fn lookup_ge<V: Value>(
         blk: MetaBlock,
         key: u64,
         depth: usize,
+        seen: &mut HashSet<u64>,
     ) -> Result<Option<(u64, V)>> {
         if depth >= MAX_DEPTH {
             return Err(too_deep(blk));
+        }
+        if !seen.insert(blk.0) {
+            return Err(reached_twice(blk));
         }
         let d = read_node(tm, blk, V::SIZE)?;
         let n = Node::new(&d);
@@ -47,14 +59,14 @@ pub fn lookup_ge<V: Value>(
         }
         let mut i = n.lower_bound(key).unwrap_or(0);
         while i < n.nr_entries() {
-            if let Some(r) = rec(tm, n.child(i), key, depth + 1)? {
+            if let Some(r) = rec(tm, n.child(i), key, depth + 1, seen)? {
                 return Ok(Some(r));
             }
             i += 1;
         }
         Ok(None)
     }
-    rec(tm, root, key, 0)
+    rec(tm, root, key, 0, &mut HashSet::new())
 }
 
 fn edge_key<V: Value>(tm: &TransactionManager, root: MetaBlock, last: bool) -> Result<Option<u64>> {
@@ -99,6 +111,7 @@ pub fn walk<V: Value>(
         begin,
         end,
         last: None,
+        seen: HashSet::new(),
         f,
     };
     w.rec(root, 0).map(|_| ())
@@ -109,6 +122,7 @@ struct Walker<'a, 'f, V> {
     begin: u64,
     end: u64,
     last: Option<u64>,
+    seen: HashSet<u64>,
     f: &'f mut dyn FnMut(u64, V) -> Result<ControlFlow<()>>,
 }
 
@@ -116,6 +130,9 @@ impl<V: Value> Walker<'_, '_, V> {
     fn rec(&mut self, blk: MetaBlock, depth: usize) -> Result<ControlFlow<()>> {
         if depth >= MAX_DEPTH {
             return Err(too_deep(blk));
+        }
+        if !self.seen.insert(blk.0) {
+            return Err(reached_twice(blk));
         }
         let d = read_node(self.tm, blk, V::SIZE)?;
         let n = Node::new(&d);

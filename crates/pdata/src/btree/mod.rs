@@ -90,3 +90,18 @@ pub fn too_deep(blk: MetaBlock) -> Error {
         format!("deeper than {MAX_DEPTH} levels (a cycle?)"),
     )
 }
+
+/// Moves entries between two adjacent nodes until the left holds `target`.
+pub(crate) fn even_out(left: &mut WriteBlock, right: &mut WriteBlock, target: usize) {
+    let nl = Node::new(&left.data).nr_entries();
+    if nl > target {
+        let src = left.data.clone();
+        NodeMut::new(right.bytes()).prepend_from(Node::new(&src), target, nl);
+        NodeMut::new(left.bytes()).remove_range(target, nl);
+    } else if nl < target {
+        let src = right.data.clone();
+        let take = target - nl;
+        NodeMut::new(left.bytes()).append_from(Node::new(&src), 0, take);
+        NodeMut::new(right.bytes()).remove_range(0, take);
+    }
+}

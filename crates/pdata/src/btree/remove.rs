@@ -9,7 +9,7 @@
 //! walks again from the next key.
 
 use super::node::{Node, NodeMut};
-use super::{lookup_ge, read_node, shadow_node, too_deep, RefCounter, Value, MAX_DEPTH};
+use super::{even_out, lookup_ge, read_node, shadow_node, too_deep, RefCounter, Value, MAX_DEPTH};
 use crate::error::Result;
 use crate::tm::{TransactionManager, WriteBlock};
 use crate::types::MetaBlock;
@@ -24,9 +24,7 @@ pub fn remove<V: Value, R: RefCounter<V>>(
     key: u64,
 ) -> Result<(MetaBlock, Option<V>)> {
     let mut removed = None;
-    let (root, _) = remove_walk(tm, rc, root, key, key.saturating_add(1), &mut |v| {
-        removed = Some(v)
-    })?;
+    let (root, _) = remove_walk(tm, rc, root, key, key, &mut |v| removed = Some(v))?;
     Ok((root, removed))
 }
 
@@ -48,7 +46,7 @@ pub fn remove_range<V: Value, R: RefCounter<V>>(
         if k >= end {
             break;
         }
-        let (r, last) = remove_walk(tm, rc, root, k, end, &mut |_| total += 1)?;
+        let (r, last) = remove_walk(tm, rc, root, k, end - 1, &mut |_| total += 1)?;
         root = r;
         match last {
             Some(l) if l < u64::MAX => next = l + 1,
@@ -59,14 +57,15 @@ pub fn remove_range<V: Value, R: RefCounter<V>>(
 }
 
 /// One walk from the root to the leaf holding `key`; removes entries with
-/// keys in `[key, end)` from that leaf (at least `key` if present).  Returns
-/// the new root and the last key removed.
+/// keys in `[key, last]` from that leaf (at least `key` if present).  The
+/// bound is inclusive so that `u64::MAX` can be removed.  Returns the new
+/// root and the last key removed.
 fn remove_walk<V: Value, R: RefCounter<V>>(
     tm: &mut TransactionManager,
     rc: &mut R,
     root: MetaBlock,
     key: u64,
-    end: u64,
+    last_key: u64,
     on_removed: &mut dyn FnMut(V),
 ) -> Result<(MetaBlock, Option<u64>)> {
     let mut cur = shadow_node::<V, R>(tm, rc, root)?;
@@ -79,7 +78,7 @@ fn remove_walk<V: Value, R: RefCounter<V>>(
             let t = n.max_entries() / 3;
             let start = n.upper_bound(key);
             let mut stop = start;
-            while stop < nr && n.key(stop) < end {
+            while stop < nr && n.key(stop) <= last_key {
                 stop += 1;
             }
             if !is_root {
@@ -201,21 +200,6 @@ fn rebalance2<V: Value, R: RefCounter<V>>(
     Ok(())
 }
 
-/// Moves entries between two adjacent nodes until the left holds `target`.
-fn even_out(left: &mut WriteBlock, right: &mut WriteBlock, target: usize) {
-    let nl = Node::new(&left.data).nr_entries();
-    if nl > target {
-        let src = left.data.clone();
-        NodeMut::new(right.bytes()).prepend_from(Node::new(&src), target, nl);
-        NodeMut::new(left.bytes()).remove_range(target, nl);
-    } else if nl < target {
-        let src = right.data.clone();
-        let take = target - nl;
-        NodeMut::new(left.bytes()).append_from(Node::new(&src), 0, take);
-        NodeMut::new(right.bytes()).remove_range(0, take);
-    }
-}
-
 /// Rebalances children `li`, `li + 1` (the centre) and `li + 2`.
 fn rebalance3<V: Value, R: RefCounter<V>>(
     tm: &mut TransactionManager,
@@ -254,7 +238,15 @@ fn rebalance3<V: Value, R: RefCounter<V>>(
     }
     let target_r = total / 3;
     let target_l = target_r + usize::from(total % 3 != 0);
-    // Left <-> centre first so the left holds target_l, then centre <-> right.
+    // Order the moves so that no node ever holds more than `max`: first the
+    // centre gives the right what it lacks (as far as it can) — otherwise a
+    // full left could overfill a full centre — then left <-> centre so the
+    // left holds target_l, then centre <-> right.
+    if nr < target_r {
+        let give = (target_r - nr).min(nc);
+        even_out(&mut centre, &mut right, nc - give);
+    }
+    let nc = Node::new(&centre.data).nr_entries();
     if nl < target_l && nc < target_l - nl {
         // The centre cannot supply the left alone: pull from the right first.
         let need = target_l - nl - nc;

@@ -3,7 +3,8 @@
 //! Counts are held as the on-disk bitmaps hold them: 2-bit entries in the
 //! kernel's bit order (FORMAT.md §3.3), 510 words per bitmap block, plus an
 //! overflow map with the true count of every block whose entry is 3.  Both the
-//! current state and the last committed state are kept, because a block may be
+//! current state and the last committed state are kept (the committed words
+//! only for bitmaps changed since the commit, copied on first change), because a block may be
 //! allocated only if it is free in both (§3.8): a block freed in this
 //! transaction is never reused before the commit.
 //!
@@ -38,7 +39,9 @@ fn set2(word: u64, p: u32, v: u32) -> u64 {
 pub struct RefCounts {
     nr_blocks: u64,
     words: Vec<u64>,
-    committed: Vec<u64>,
+    /// Committed words of the bitmaps changed since the last commit; every
+    /// other bitmap's committed words are its current ones.
+    committed: HashMap<u64, Box<[u64]>>,
     overflow: HashMap<u64, u32>,
     nr_allocated: u64,
     /// Blocks whose count is non-zero now or at the last commit.
@@ -70,7 +73,7 @@ impl RefCounts {
         let mut rc = RefCounts {
             nr_blocks: 0,
             words: Vec::new(),
-            committed: Vec::new(),
+            committed: HashMap::new(),
             overflow: HashMap::new(),
             nr_allocated: 0,
             nr_unavailable: 0,
@@ -95,7 +98,7 @@ impl RefCounts {
         }
         let mut rc = RefCounts {
             nr_blocks,
-            committed: words.clone(),
+            committed: HashMap::new(),
             words,
             overflow,
             nr_allocated: 0,
@@ -165,7 +168,6 @@ impl RefCounts {
         let old_bm = nr_bitmaps(self.nr_blocks);
         let new_bm = nr_bitmaps(nr_blocks);
         self.words.resize(new_bm as usize * WORDS_PER_BITMAP, 0);
-        self.committed.resize(new_bm as usize * WORDS_PER_BITMAP, 0);
         for bm in old_bm..new_bm {
             self.dirty_bitmaps.insert(bm);
         }
@@ -195,7 +197,7 @@ impl RefCounts {
             return 0;
         }
         let (wi, p) = locate(b);
-        get2(self.committed[wi], p)
+        get2(self.committed_word(wi), p)
     }
 
     /// Sets the count of `b`.  Panics never; out-of-range is the caller's
@@ -215,7 +217,14 @@ impl RefCounts {
             return true;
         }
         let small = count.min(3);
+        let committed_free = get2(self.committed_word(wi), p) == 0;
         if small != old_small {
+            let bm = b / ENTRIES_PER_BITMAP;
+            if !self.committed.contains_key(&bm) {
+                let s = bm as usize * WORDS_PER_BITMAP;
+                self.committed
+                    .insert(bm, self.words[s..s + WORDS_PER_BITMAP].into());
+            }
             self.words[wi] = set2(self.words[wi], p, small);
             self.dirty_bitmaps.insert(b / ENTRIES_PER_BITMAP);
         }
@@ -226,7 +235,6 @@ impl RefCounts {
             self.overflow.remove(&b);
             self.dirty_overflow.insert(b);
         }
-        let committed_free = get2(self.committed[wi], p) == 0;
         match (old == 0, count == 0) {
             (true, false) => {
                 self.nr_allocated += 1;
@@ -281,7 +289,7 @@ impl RefCounts {
         let mut b = begin;
         while b < end {
             let (wi, p) = locate(b);
-            let x = self.words[wi] | self.committed[wi];
+            let x = self.words[wi] | self.committed_word(wi);
             let used = (x | (x >> 1)) & LOW_PAIRS;
             let free = !used & LOW_PAIRS & (!0u64 << p);
             let word_base = b - (p / 2) as u64;
@@ -298,13 +306,19 @@ impl RefCounts {
         None
     }
 
+    /// The committed value of word `wi`.
+    #[inline]
+    fn committed_word(&self, wi: usize) -> u64 {
+        let bm = (wi / WORDS_PER_BITMAP) as u64;
+        match self.committed.get(&bm) {
+            Some(c) => c[wi % WORDS_PER_BITMAP],
+            None => self.words[wi],
+        }
+    }
+
     /// Marks the end of a transaction: the current state becomes committed.
     pub fn commit(&mut self) {
-        for &bm in &self.dirty_bitmaps {
-            let s = bm as usize * WORDS_PER_BITMAP;
-            self.committed[s..s + WORDS_PER_BITMAP]
-                .copy_from_slice(&self.words[s..s + WORDS_PER_BITMAP]);
-        }
+        self.committed.clear();
         self.dirty_bitmaps.clear();
         self.dirty_overflow.clear();
         self.nr_unavailable = self.nr_allocated;

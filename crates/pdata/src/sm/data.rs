@@ -39,6 +39,19 @@ impl DataSpaceMap {
     /// Opens the space map described by `root`.
     pub fn open(tm: &TransactionManager, root: &SmRoot) -> Result<Self> {
         let nbm = nr_bitmaps(root.nr_blocks);
+        // Each bitmap has its own metadata block: a larger count is corrupt
+        // (and must not size an allocation).
+        if nbm > tm.bm().nr_blocks() {
+            return Err(Error::corrupt(
+                "data space map",
+                MetaBlock(0),
+                format!(
+                    "{} data blocks need {nbm} bitmaps, more than the metadata device's {} blocks",
+                    root.nr_blocks,
+                    tm.bm().nr_blocks()
+                ),
+            ));
+        }
         let mut locs = Vec::with_capacity(nbm as usize);
         let mut words = Vec::new();
         let mut expect = 0u64;
