@@ -10,8 +10,12 @@
 
 pub mod details;
 pub mod error;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod mapping;
 pub mod metadata;
+pub mod status;
 pub mod superblock;
 pub mod types;
 

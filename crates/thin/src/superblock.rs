@@ -172,3 +172,18 @@ impl Validator for SuperblockValidator {
         Ok(())
     }
 }
+
+/// Reads and validates the superblock of a metadata device, without opening
+/// the pool: `Ok(None)` if block 0 is all zero (unformatted).
+pub fn probe(dev: &dyn uthin_block_io::BlockDevice) -> Result<Option<Superblock>> {
+    let mut d = Box::new([0u8; uthin_block_io::BLOCK_SIZE]);
+    dev.read_at(&mut d[..], 0).map_err(|e| Error::Io {
+        blk: MetaBlock(0),
+        source: e,
+    })?;
+    if d.iter().all(|&b| b == 0) {
+        return Ok(None);
+    }
+    SUPERBLOCK.check(MetaBlock(0), &d)?;
+    Ok(Some(Superblock::unpack(&d)))
+}

@@ -28,6 +28,9 @@ impl PoolMetadata {
     pub fn commit(&mut self) -> Result<()> {
         self.begin()?;
         if !self.inner()?.dirty {
+            // Nothing to write, but closed devices still leave the table (as
+            // after a real commit): nothing in it is changed when clean.
+            self.devices.retain(|_, d| d.open_count > 0);
             return Ok(());
         }
         let r = self.commit_inner();
@@ -108,9 +111,24 @@ impl PoolMetadata {
                 self.poisoned = false;
                 // Forget cached details of devices that are not open.
                 self.devices.retain(|_, d| d.open_count > 0);
+                // Read the committed details tree itself: `read_details`
+                // would answer from the (aborted) table entries.
                 let ids: Vec<_> = self.devices.keys().copied().collect();
                 for id in ids {
-                    let det = self.read_details(id)?;
+                    let inner = self.inner()?;
+                    let det =
+                        match btree::lookup::<DeviceDetails>(&inner.tm, inner.details_root, id.0) {
+                            Ok(det) => det,
+                            Err(e) => {
+                                // The open devices' details are unknown: this is
+                                // a failed re-open too, hence fail mode.
+                                log::error!(
+                                    "abort could not re-read device {id}, entering fail mode: {e}"
+                                );
+                                self.inner = None;
+                                return Err(e.into());
+                            }
+                        };
                     let d = self.devices.get_mut(&id).expect("listed");
                     d.exists = det.is_some();
                     d.details = det.unwrap_or_default();
@@ -145,14 +163,15 @@ impl PoolMetadata {
             return Err(Error::ReadOnly);
         }
         let inner: &mut Inner = self.inner.as_mut().ok_or(Error::Failed)?;
-        let mut sb = inner.sb.clone();
-        sb.flags = f(sb.flags);
+        // In memory first, as the kernel does: if the write below fails, the
+        // next superblock write (any commit) still carries the new flags.
+        inner.sb.flags = f(inner.sb.flags);
+        let sb = inner.sb.clone();
         inner
             .tm
             .bm()
             .write_now(MetaBlock(0), &sb.pack(), &SUPERBLOCK)?;
         inner.tm.bm().flush_device()?;
-        inner.sb = sb;
         Ok(())
     }
 

@@ -13,10 +13,11 @@ use uthin_pdata::MetaBlock;
 impl PoolMetadata {
     /// Details of `id` from the device table or the details tree.
     pub(super) fn read_details(&self, id: DevId) -> Result<Option<DeviceDetails>> {
+        // In fail mode the table must not answer either.
+        let inner = self.inner()?;
         if let Some(d) = self.devices.get(&id) {
             return Ok(d.exists.then_some(d.details));
         }
-        let inner = self.inner()?;
         Ok(btree::lookup::<DeviceDetails>(
             &inner.tm,
             inner.details_root,
@@ -73,7 +74,8 @@ impl PoolMetadata {
     /// Creates an empty thin device.
     pub fn create_thin(&mut self, id: DevId) -> Result<()> {
         self.begin()?;
-        self.check_new_id(id)?;
+        let r = self.check_new_id(id);
+        self.checked(r)?;
         self.change(|md| {
             let inner = md.inner.as_mut().expect("begun");
             let root = btree::empty_tree::<u64>(&mut inner.tm)?;
@@ -101,9 +103,12 @@ impl PoolMetadata {
     /// origin's size or on the snapshot depth.
     pub fn create_snap(&mut self, id: DevId, origin: DevId) -> Result<()> {
         self.begin()?;
-        self.check_new_id(id)?;
-        let odet = self.device_details(origin)?;
-        let oroot = self.device_root(origin)?;
+        let r = self.check_new_id(id);
+        self.checked(r)?;
+        let r = self.device_details(origin);
+        let odet = self.checked(r)?;
+        let r = self.device_root(origin);
+        let oroot = self.checked(r)?;
         if self.inner()?.time >= Time::MAX.0 {
             return Err(Error::TimeOverflow);
         }
@@ -142,7 +147,8 @@ impl PoolMetadata {
     /// Deletes a device: its mappings go, shared parts just lose a reference.
     pub fn delete_thin(&mut self, id: DevId) -> Result<()> {
         self.begin()?;
-        self.device_details(id)?;
+        let r = self.device_details(id);
+        self.checked(r)?;
         if self.devices.get(&id).is_some_and(|d| d.open_count > 0) {
             return Err(Error::DeviceBusy(id));
         }

@@ -150,7 +150,8 @@ impl PoolMetadata {
     /// is released.
     pub fn insert_block(&mut self, dev: DevId, vblock: VirtBlock, block: DataBlock) -> Result<()> {
         self.begin()?;
-        self.device_details(dev)?;
+        let r = self.device_details(dev);
+        self.checked(r)?;
         if block > DataBlock::MAX {
             return Err(Error::Invalid(format!(
                 "data block {block} exceeds 40 bits"
@@ -178,7 +179,8 @@ impl PoolMetadata {
     /// Unmaps `vblock` of `dev`; returns whether it was mapped.
     pub fn remove_block(&mut self, dev: DevId, vblock: VirtBlock) -> Result<bool> {
         self.begin()?;
-        self.device_details(dev)?;
+        let r = self.device_details(dev);
+        self.checked(r)?;
         self.change(|md| {
             let old = md.update_subtree(dev, |tm, sm, root| {
                 btree::remove::<u64, _>(tm, &mut DataRefs(sm), root, vblock.0)
@@ -193,7 +195,8 @@ impl PoolMetadata {
     /// Unmaps every block of `dev` in `[begin, end)`; returns how many were mapped.
     pub fn remove_range(&mut self, dev: DevId, begin: VirtBlock, end: VirtBlock) -> Result<u64> {
         self.begin()?;
-        self.device_details(dev)?;
+        let r = self.device_details(dev);
+        self.checked(r)?;
         if begin >= end {
             return Ok(0);
         }

@@ -6,8 +6,9 @@
 //! commit, as in the kernel).
 //!
 //! Error discipline: arguments are checked before anything changes.  An error
-//! from below (I/O, corruption, no space) in the middle of a change marks the
-//! transaction unusable ([`Error::NeedsAbort`]) until [`PoolMetadata::abort`].
+//! from below (I/O, corruption, no space) in a mutating call, be it in the
+//! change or in the reads that check its arguments, marks the transaction
+//! unusable ([`Error::NeedsAbort`]) until [`PoolMetadata::abort`].
 //! If the abort cannot re-read the last commit, the metadata enters fail mode.
 //!
 //! Submodules: [`open`] (open, format), [`commit`] (commit, abort, flags),
@@ -99,6 +100,17 @@ impl PoolMetadata {
             return Err(Error::NeedsAbort);
         }
         Ok(self.inner.as_mut().expect("checked"))
+    }
+
+    /// Passes on the result of a read made to check a change's arguments:
+    /// an error from below poisons the transaction as an error in the change
+    /// itself would (dm-thin aborts on any failed metadata operation), so a
+    /// failed mutating call always needs an abort.
+    fn checked<T>(&mut self, r: Result<T>) -> Result<T> {
+        if matches!(r, Err(Error::Pdata(_))) {
+            self.poisoned = true;
+        }
+        r
     }
 
     /// Runs a change; an error from below poisons the transaction.
