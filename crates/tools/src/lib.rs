@@ -7,8 +7,20 @@
 //! type, [`error`] the tools' errors.
 #![forbid(unsafe_code)]
 
+pub mod check;
+pub mod delta;
+pub mod dump;
 pub mod error;
+pub mod ir;
+pub mod ls;
+pub mod metadata_size;
+pub mod pack;
 pub mod reader;
+pub mod repair;
 pub mod report;
+pub mod restore;
+pub mod rmap;
+pub mod trim;
+pub mod xml;
 
 pub use error::{Error, Result};

@@ -1,0 +1,9 @@
+//! thin_metadata_pack command line (being written).
+
+use std::ffi::OsString;
+
+/// Entry point: `args[0]` is the program name.
+pub fn main(_args: Vec<OsString>) -> i32 {
+    eprintln!("thin_metadata_pack: not implemented yet");
+    1
+}

@@ -1,0 +1,1 @@
+//! dump (being written).

@@ -1,0 +1,1 @@
+//! repair (being written).

@@ -1,0 +1,1 @@
+//! rmap (being written).

@@ -1,0 +1,1 @@
+//! trim (being written).
