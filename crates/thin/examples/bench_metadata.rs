@@ -104,6 +104,26 @@ fn main() {
         );
     }
 
+    // Lookups at snapshot depth 1 and 1000: a chain of snapshots of device 1.
+    let mut prev = DevId(1);
+    for i in 0..1000u64 {
+        let id = DevId(1000 + i);
+        md.create_snap(id, prev).unwrap();
+        prev = id;
+    }
+    md.commit().unwrap();
+    for (depth, dev) in [(1u64, DevId(1000)), (1000, prev)] {
+        let ((), d) = time(|| {
+            for i in 0..1_000_000u64 {
+                assert!(md.find_block(dev, VirtBlock(i % 10)).unwrap().is_some());
+            }
+        });
+        println!(
+            "lookups in a snapshot at depth {depth:>4}: {}",
+            rate(1_000_000, d)
+        );
+    }
+
     let k = 100_000u64;
     let ((), d) = time(|| {
         for _ in 0..k {
