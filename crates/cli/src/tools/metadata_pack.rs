@@ -1,9 +1,56 @@
-//! thin_metadata_pack command line (being written).
+//! thin_metadata_pack command line (1.x options): `thin_metadata_pack
+//! -i|--input DEV -o|--output FILE [-f|--force]`.
 
+use super::ls::common::{check_input, check_not_xml, check_overwrite, fail, parse};
 use std::ffi::OsString;
+use std::path::PathBuf;
+use uthin_tools::report::Report;
 
 /// Entry point: `args[0]` is the program name.
-pub fn main(_args: Vec<OsString>) -> i32 {
-    eprintln!("thin_metadata_pack: not implemented yet");
-    1
+pub fn main(args: Vec<OsString>) -> i32 {
+    use clap::{Arg, ArgAction, Command};
+    let cmd = Command::new("thin_metadata_pack")
+        .version(env!("CARGO_PKG_VERSION"))
+        .about("Produces a compressed file of thin metadata.  Only packs metadata blocks that are actually used.")
+        .arg(
+            Arg::new("force")
+                .short('f')
+                .long("force")
+                .help("Force overwrite the output file")
+                .action(ArgAction::SetTrue),
+        )
+        .arg(
+            Arg::new("input")
+                .short('i')
+                .long("input")
+                .value_name("DEV")
+                .help("Specify thinp metadata binary device/file")
+                .required(true)
+                .value_parser(clap::value_parser!(PathBuf)),
+        )
+        .arg(
+            Arg::new("output")
+                .short('o')
+                .long("output")
+                .value_name("FILE")
+                .help("Specify packed output file")
+                .required(true)
+                .value_parser(clap::value_parser!(PathBuf)),
+        );
+    let m = match parse(cmd, args) {
+        Ok(m) => m,
+        Err(code) => return code,
+    };
+    let input = m.get_one::<PathBuf>("input").expect("required");
+    let output = m.get_one::<PathBuf>("output").expect("required");
+    if let Err(e) = check_input(input, true)
+        .and_then(|_| check_not_xml(input))
+        .and_then(|_| check_overwrite(output, m.get_flag("force")))
+    {
+        return fail(&e);
+    }
+    match uthin_tools::pack::pack(input, output, &Report::new(false)) {
+        Ok(_) => 0,
+        Err(e) => fail(&e.to_string()),
+    }
 }

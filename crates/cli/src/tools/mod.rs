@@ -33,7 +33,11 @@ pub const TOOLS: &[(&str, &str, ToolMain)] = &[
     ("thin_trim", "trim", trim::main),
     ("thin_metadata_size", "metadata-size", metadata_size::main),
     ("thin_metadata_pack", "metadata-pack", metadata_pack::main),
-    ("thin_metadata_unpack", "metadata-unpack", metadata_unpack::main),
+    (
+        "thin_metadata_unpack",
+        "metadata-unpack",
+        metadata_unpack::main,
+    ),
 ];
 
 /// The tool invoked as `program` (a path's file name), if any.

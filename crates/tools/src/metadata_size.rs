@@ -1,1 +1,0 @@
-//! metadata_size (being written).
