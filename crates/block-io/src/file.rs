@@ -2,7 +2,8 @@
 //!
 //! All I/O is positional (`pread`/`pwrite` through [`FileExt`]), so one
 //! `FileDevice` may be shared between threads without a cursor lock.  This
-//! module holds the crate's only `unsafe` code: the `fallocate` hole punch and
+//! module holds the crate's only `unsafe` code: the `fallocate` hole punch, the
+//! `lseek(SEEK_DATA)` hole probe and
 //! the `BLKDISCARD` ioctl used by [`BlockDevice::discard`].
 
 use crate::BlockDevice;
@@ -11,6 +12,7 @@ use std::io::{self, Seek, SeekFrom};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, FileTypeExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// `BLKDISCARD` from `<linux/fs.h>`: `_IO(0x12, 119)`; not exported by `libc`.
 const BLKDISCARD: u32 = 0x1277;
@@ -34,6 +36,10 @@ pub struct FileDevice {
     file: File,
     path: PathBuf,
     kind: Kind,
+    /// A length the device is known to have: writes inside it skip the
+    /// size query (a `statx` per write otherwise); a write beyond it
+    /// re-queries, so a device that grew is seen.
+    known_len: AtomicU64,
 }
 
 impl FileDevice {
@@ -83,7 +89,14 @@ impl FileDevice {
         } else {
             Kind::Regular
         };
-        Ok(FileDevice { file, path, kind })
+        let dev = FileDevice {
+            file,
+            path,
+            kind,
+            known_len: AtomicU64::new(0),
+        };
+        dev.len()?;
+        Ok(dev)
     }
 
     /// The path this device was opened with (`"<fd>"` for [`FileDevice::from_file`]).
@@ -108,7 +121,21 @@ impl FileDevice {
                 ),
             ));
         }
-        self.file.set_len(bytes)
+        self.file.set_len(bytes)?;
+        self.known_len.store(bytes, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Whether `[offset, offset + len)` lies inside the device, querying
+    /// its size only when the known size is too small.
+    fn fits(&self, offset: u64, len: u64) -> io::Result<bool> {
+        let Ok(len) = usize::try_from(len) else {
+            return Ok(false);
+        };
+        Ok(
+            in_range(offset, len, self.known_len.load(Ordering::Relaxed))
+                || in_range(offset, len, self.len()?),
+        )
     }
 
     /// The underlying file.
@@ -138,12 +165,30 @@ impl FileDevice {
         }
         let err = io::Error::last_os_error();
         if err.raw_os_error() == Some(libc::EOPNOTSUPP) {
-            return self.write_zeroes(offset, len);
+            return self.fill_zeroes(offset, len);
         }
         Err(err)
     }
 
-    fn write_zeroes(&self, mut offset: u64, len: u64) -> io::Result<()> {
+    /// Whether `[offset, offset + len)` of a regular file is a hole (no data
+    /// and no dirty page in it): `lseek(SEEK_DATA)` finds the next data at
+    /// or after the end.  False when unsure.
+    fn is_hole(&self, offset: u64, len: u64) -> bool {
+        let (Ok(off), Some(end)) = (libc::off_t::try_from(offset), offset.checked_add(len)) else {
+            return false;
+        };
+        // SAFETY: lseek takes plain integers; the fd is owned by `self.file`
+        // and stays open for the call.  It moves the shared file offset, but
+        // all I/O here is positional.
+        let next = unsafe { libc::lseek(self.file.as_raw_fd(), off, libc::SEEK_DATA) };
+        if next < 0 {
+            // ENXIO: no data at or after `offset`.
+            return io::Error::last_os_error().raw_os_error() == Some(libc::ENXIO);
+        }
+        next as u64 >= end
+    }
+
+    fn fill_zeroes(&self, mut offset: u64, len: u64) -> io::Result<()> {
         let zeroes = vec![0u8; ZERO_CHUNK.min(len as usize)];
         let end = offset + len;
         while offset < end {
@@ -221,8 +266,8 @@ impl BlockDevice for FileDevice {
     /// Writes past the current length fail with `InvalidInput`; grow a regular
     /// file explicitly with [`FileDevice::set_len`].
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
-        let dev_len = self.len()?;
-        if !in_range(offset, buf.len(), dev_len) {
+        if !self.fits(offset, buf.len() as u64)? {
+            let dev_len = self.len()?;
             return Err(write_past_end(
                 &self.path.display().to_string(),
                 offset,
@@ -238,11 +283,13 @@ impl BlockDevice for FileDevice {
     }
 
     fn len(&self) -> io::Result<u64> {
-        match self.kind {
-            Kind::Regular => Ok(self.file.metadata()?.len()),
+        let len = match self.kind {
+            Kind::Regular => self.file.metadata()?.len(),
             // The shared file offset is moved, but all I/O here is positional.
-            Kind::Block => (&self.file).seek(SeekFrom::End(0)),
-        }
+            Kind::Block => (&self.file).seek(SeekFrom::End(0))?,
+        };
+        self.known_len.store(len, Ordering::Relaxed);
+        Ok(len)
     }
 
     /// Punch a hole in a regular file (falling back to writing zeroes when the
@@ -257,6 +304,31 @@ impl BlockDevice for FileDevice {
         match self.kind {
             Kind::Regular => self.punch_hole(offset, end - offset),
             Kind::Block => self.blk_discard(offset, end - offset),
+        }
+    }
+
+    /// Punch a hole in a regular file (a hole reads as zeroes; falls back to
+    /// writing zeroes where holes are not supported); write zeroes to a block
+    /// device.  Past the end is an error, as for writes.
+    fn write_zeroes(&self, offset: u64, len: u64) -> io::Result<()> {
+        if !self.fits(offset, len)? {
+            let dev_len = self.len()?;
+            return Err(write_past_end(
+                &self.path.display().to_string(),
+                offset,
+                len as usize,
+                dev_len,
+            ));
+        }
+        if len == 0 {
+            return Ok(());
+        }
+        match self.kind {
+            // A hole already reads as zeroes; probing is much cheaper than
+            // punching (no journal transaction, no timestamp update).
+            Kind::Regular if self.is_hole(offset, len) => Ok(()),
+            Kind::Regular => self.punch_hole(offset, len),
+            Kind::Block => self.fill_zeroes(offset, len),
         }
     }
 }
@@ -380,6 +452,32 @@ mod tests {
     }
 
     #[test]
+    fn write_zeroes_punches_and_checks_range() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("img");
+        let dev = FileDevice::create(&p, 1 << 20).unwrap();
+        dev.write_at(&vec![7u8; 1 << 20], 0).unwrap();
+        dev.flush().unwrap();
+        BlockDevice::write_zeroes(&dev, 4096, 65536).unwrap();
+        let mut b = vec![1u8; 65536 + 2];
+        dev.read_at(&mut b, 4095).unwrap();
+        assert_eq!(b[0], 7);
+        assert!(b[1..65537].iter().all(|&x| x == 0));
+        assert_eq!(b[65537], 7);
+        assert!(BlockDevice::write_zeroes(&dev, (1 << 20) - 10, 11).is_err());
+        // Holes: already zero; dirty data in a hole is not.
+        assert!(dev.is_hole(4096, 65536));
+        assert!(!dev.is_hole(0, 8192));
+        dev.write_at(&[9u8; 10], 20000).unwrap();
+        assert!(!dev.is_hole(4096, 65536));
+        BlockDevice::write_zeroes(&dev, 4096, 65536).unwrap();
+        let mut z = [1u8; 10];
+        dev.read_at(&mut z, 20000).unwrap();
+        assert_eq!(z, [0u8; 10]);
+        assert_eq!(dev.len().unwrap(), 1 << 20);
+    }
+
+    #[test]
     fn from_file_path() {
         let f = tempfile::tempfile().unwrap();
         f.set_len(4096).unwrap();
@@ -397,7 +495,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let dev = FileDevice::create(dir.path().join("img"), 3 << 20).unwrap();
         dev.write_at(&vec![9u8; 3 << 20], 0).unwrap();
-        dev.write_zeroes(100, (2 << 20) + 5).unwrap();
+        dev.fill_zeroes(100, (2 << 20) + 5).unwrap();
         let mut b = vec![1u8; 3 << 20];
         dev.read_at(&mut b, 0).unwrap();
         assert!(b[..100].iter().all(|&x| x == 9));

@@ -37,6 +37,23 @@ pub trait BlockDevice: Send + Sync {
     fn discard(&self, _offset: u64, _len: u64) -> io::Result<()> {
         Ok(())
     }
+    /// Make the range read as zeroes.  Unlike [`BlockDevice::discard`] this
+    /// is a write: the zeroes are guaranteed (and durable after a flush).
+    /// The default writes zero buffers; [`FileDevice`] punches a hole in a
+    /// regular file, which allocates nothing.
+    fn write_zeroes(&self, mut offset: u64, len: u64) -> io::Result<()> {
+        const CHUNK: usize = 1 << 16;
+        static ZEROES: [u8; CHUNK] = [0; CHUNK];
+        let end = offset.checked_add(len).ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidInput, "write_zeroes range overflows")
+        })?;
+        while offset < end {
+            let n = ((end - offset) as usize).min(CHUNK);
+            self.write_at(&ZEROES[..n], offset)?;
+            offset += n as u64;
+        }
+        Ok(())
+    }
 
     fn is_empty(&self) -> io::Result<bool> {
         Ok(self.len()? == 0)
@@ -61,5 +78,8 @@ impl<T: BlockDevice + ?Sized> BlockDevice for Arc<T> {
     }
     fn discard(&self, offset: u64, len: u64) -> io::Result<()> {
         (**self).discard(offset, len)
+    }
+    fn write_zeroes(&self, offset: u64, len: u64) -> io::Result<()> {
+        (**self).write_zeroes(offset, len)
     }
 }

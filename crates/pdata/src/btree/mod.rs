@@ -8,6 +8,7 @@
 //! (single keys and key ranges, with the kernel's rebalancing), [`delete`]
 //! (deep delete).
 
+pub mod builder;
 pub mod delete;
 pub mod insert;
 pub mod lookup;

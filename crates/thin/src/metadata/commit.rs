@@ -18,7 +18,7 @@ impl PoolMetadata {
     /// device there, so data reaches disk before the mappings that point to it).
     pub fn set_pre_commit_hook(
         &mut self,
-        hook: impl FnMut() -> std::io::Result<()> + Send + 'static,
+        hook: impl FnMut() -> std::io::Result<()> + Send + Sync + 'static,
     ) {
         self.pre_commit = Some(Box::new(hook));
     }

@@ -61,8 +61,9 @@ struct Inner {
     dirty: bool,
 }
 
-type LowWaterCallback = Box<dyn FnMut(u64) + Send>;
-type PreCommitHook = Box<dyn FnMut() -> std::io::Result<()> + Send>;
+// `Sync` so that `PoolMetadata` is, and a pool can share it behind a lock.
+type LowWaterCallback = Box<dyn FnMut(u64) + Send + Sync>;
+type PreCommitHook = Box<dyn FnMut() -> std::io::Result<()> + Send + Sync>;
 
 struct Threshold {
     blocks: u64,
@@ -146,6 +147,11 @@ impl PoolMetadata {
     /// Whether a change failed and the transaction must be aborted.
     pub fn needs_abort(&self) -> bool {
         self.poisoned
+    }
+
+    /// Whether the transaction holds changes a commit would write.
+    pub fn is_dirty(&self) -> bool {
+        self.inner.as_ref().is_some_and(|i| i.dirty)
     }
 
     /// The data block size in sectors.

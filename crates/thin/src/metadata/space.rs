@@ -100,7 +100,7 @@ impl PoolMetadata {
     pub fn set_metadata_threshold(
         &mut self,
         blocks: u64,
-        callback: impl FnMut(u64) + Send + 'static,
+        callback: impl FnMut(u64) + Send + Sync + 'static,
     ) {
         self.threshold = Some(Threshold {
             blocks,
