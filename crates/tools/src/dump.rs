@@ -1,1 +1,0 @@
-//! dump (being written).

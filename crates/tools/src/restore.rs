@@ -1,1 +1,0 @@
-//! restore (being written).
