@@ -1,0 +1,269 @@
+//! One client connection: the handshake, then the transmission phase served
+//! by up to `max_in_flight` threads of this connection in turn.
+//!
+//! Threads take turns as the reader (leader/follower): the thread holding
+//! the reader lock reads one whole request (header and WRITE payload),
+//! releases the lock, and executes it while the next thread reads the next
+//! request; replies go out under the writer lock, in completion order.  A
+//! thread that finds no other thread waiting to read starts one more (up to
+//! the limit), so a client with 32 requests in flight gets parallel
+//! execution, an idle connection costs one blocked thread, and a busy one
+//! never hands a request from thread to thread.  When every thread is busy
+//! nobody reads: the socket fills and the client waits (bounded in-flight).
+//!
+//! Large payloads take a grant from the server-wide byte budget before their
+//! buffer is allocated, so many clients sending 32 MiB writes at once wait
+//! instead of exhausting memory.
+
+use crate::handshake::{negotiate, Policy};
+use crate::proto::{CMD_DISC, CMD_READ, CMD_WRITE};
+use crate::server::{Grant, Shared};
+use crate::stream::{Reader, Stream, Writer};
+use crate::transmission::Session;
+use crate::wire::{Request, REQUEST_LEN};
+use std::io::{self, BufReader, Read, Write};
+use std::net::Shutdown;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread;
+
+/// Read buffer of a connection: holds many small request headers.
+const READ_BUF: usize = 64 << 10;
+/// Payloads above this take a grant from the byte budget.
+const GRANT_MIN: u32 = 64 << 10;
+/// Buffers above this are freed after their request.
+const KEEP_BUF: usize = (4 << 20) + 64;
+
+struct Conn<S: Stream> {
+    shared: Arc<Shared>,
+    id: u64,
+    peer: String,
+    session: Box<Session>,
+    stream: Arc<S>,
+    reader: Mutex<BufReader<Reader<S>>>,
+    writer: Mutex<Writer<S>>,
+    /// Set once nobody must read any more (DISC, EOF, error, shutdown).
+    closing: AtomicBool,
+    /// Live threads of this connection.
+    threads: AtomicUsize,
+    /// Threads waiting for or holding the reader.
+    readers: AtomicUsize,
+}
+
+enum Incoming<'a> {
+    /// A request, its payload length in the payload buffer, and its grant.
+    Request(Request, usize, Option<Grant<'a>>),
+    Disc,
+    Eof,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Serve `stream` until it closes; runs on the connection's first thread.
+pub(crate) fn serve<S: Stream>(shared: Arc<Shared>, id: u64, stream: Arc<S>) {
+    let peer = stream.peer();
+    let timeout = shared.opts.handshake_timeout;
+    if let Err(e) = stream.set_write_timeout(shared.opts.reply_timeout) {
+        log::debug!("{peer}: cannot set a send timeout: {e}");
+    }
+    let mut reader = BufReader::with_capacity(READ_BUF, Reader::new(stream.clone(), timeout));
+    let mut writer = Writer(stream.clone());
+    let policy = Policy {
+        exports: &*shared.exports,
+        default_export: shared.default_export.as_deref(),
+        max_request: shared.opts.max_request,
+        sparse_reads: shared.opts.sparse_reads,
+        stopping: &shared.stopping,
+    };
+    let negotiated = negotiate(&mut reader, &mut writer, &policy)
+        .and_then(|s| reader.get_mut().clear_deadline().map(|()| s));
+    let session = match negotiated {
+        Ok(Some(s)) => s,
+        Ok(None) => {
+            log::debug!("{peer}: client aborted the handshake");
+            return finish(&shared, id, &*stream);
+        }
+        Err(e) => {
+            log::debug!("{peer}: handshake ended: {e}");
+            return finish(&shared, id, &*stream);
+        }
+    };
+    log::debug!(
+        "{peer}: export {:?}, {} bytes, flags {:#x}, structured {}, base:allocation {}",
+        session.name,
+        session.size,
+        session.flags,
+        session.structured,
+        session.meta
+    );
+    let conn = Arc::new(Conn {
+        shared,
+        id,
+        peer,
+        session,
+        stream,
+        reader: Mutex::new(reader),
+        writer: Mutex::new(writer),
+        closing: AtomicBool::new(false),
+        threads: AtomicUsize::new(1),
+        readers: AtomicUsize::new(0),
+    });
+    worker(conn);
+}
+
+fn finish<S: Stream>(shared: &Shared, id: u64, stream: &S) {
+    let _ = stream.shutdown(Shutdown::Both);
+    shared.deregister(id);
+}
+
+/// Read until `buf` is full or the stream ends; returns the bytes read.
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+fn worker<S: Stream>(conn: Arc<Conn<S>>) {
+    let mut payload = Vec::new();
+    let mut out = Vec::new();
+    loop {
+        conn.readers.fetch_add(1, SeqCst);
+        let incoming = {
+            let mut r = lock(&conn.reader);
+            if conn.closing.load(SeqCst) {
+                None
+            } else {
+                Some(conn.read_request(&mut r, &mut payload))
+            }
+        };
+        let others_reading = conn.readers.fetch_sub(1, SeqCst) > 1;
+        let (req, plen, grant) = match incoming {
+            None => break,
+            Some(Ok(Incoming::Request(req, plen, grant))) => (req, plen, grant),
+            Some(Ok(Incoming::Disc)) => {
+                log::debug!("{}: client disconnected", conn.peer);
+                conn.stop_reading();
+                break;
+            }
+            Some(Ok(Incoming::Eof)) => {
+                log::debug!("{}: connection closed by the client", conn.peer);
+                conn.stop_reading();
+                break;
+            }
+            Some(Err(e)) => {
+                if !conn.closing.load(SeqCst) {
+                    log::debug!("{}: dropping connection: {e}", conn.peer);
+                }
+                conn.stop_reading();
+                break;
+            }
+        };
+        if !others_reading {
+            conn.spawn_helper();
+        }
+        let n = conn.session.execute(&req, &payload[..plen], &mut out);
+        let sent = lock(&conn.writer).write_all(&out[..n]);
+        drop(grant);
+        if let Err(e) = sent {
+            log::debug!("{}: reply failed: {e}", conn.peer);
+            conn.closing.store(true, SeqCst);
+            let _ = conn.stream.shutdown(Shutdown::Both);
+            break;
+        }
+        if out.len() > KEEP_BUF {
+            out = Vec::new();
+        }
+        if payload.len() > KEEP_BUF {
+            payload = Vec::new();
+        }
+    }
+    conn.exit_thread();
+}
+
+impl<S: Stream> Conn<S> {
+    fn read_request(
+        &self,
+        r: &mut BufReader<Reader<S>>,
+        payload: &mut Vec<u8>,
+    ) -> io::Result<Incoming<'_>> {
+        let mut hdr = [0u8; REQUEST_LEN];
+        match read_full(r, &mut hdr)? {
+            0 => return Ok(Incoming::Eof),
+            REQUEST_LEN => {}
+            _ => return Err(io::ErrorKind::UnexpectedEof.into()),
+        }
+        let req = Request::decode(&hdr)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+        let max = self.session.sizes.maximum;
+        let budget = &self.shared.budget;
+        let grant = |len: u32| (len > GRANT_MIN && len <= max).then(|| budget.acquire(len.into()));
+        match req.kind {
+            CMD_DISC => Ok(Incoming::Disc),
+            CMD_WRITE if req.length > max => {
+                // Skip the payload so the stream stays in step; the reply is EINVAL.
+                log::debug!("{}: skipping a {} byte write", self.peer, req.length);
+                let want = u64::from(req.length);
+                if io::copy(&mut r.take(want), &mut io::sink())? < want {
+                    return Err(io::ErrorKind::UnexpectedEof.into());
+                }
+                Ok(Incoming::Request(req, 0, None))
+            }
+            CMD_WRITE => {
+                let g = grant(req.length);
+                let len = req.length as usize;
+                if payload.len() < len {
+                    payload.resize(len, 0);
+                }
+                r.read_exact(&mut payload[..len])?;
+                Ok(Incoming::Request(req, len, g))
+            }
+            CMD_READ => Ok(Incoming::Request(req, 0, grant(req.length))),
+            _ => Ok(Incoming::Request(req, 0, None)),
+        }
+    }
+
+    /// Start one more thread unless closing or at the limit.
+    fn spawn_helper(self: &Arc<Self>) {
+        if self.closing.load(SeqCst) {
+            return;
+        }
+        let max = self.shared.opts.max_in_flight.max(1);
+        if self
+            .threads
+            .fetch_update(SeqCst, SeqCst, |n| (n < max).then_some(n + 1))
+            .is_err()
+        {
+            return;
+        }
+        let c = self.clone();
+        let spawned = thread::Builder::new()
+            .name(format!("nbd-conn-{}", self.id))
+            .stack_size(self.shared.opts.thread_stack)
+            .spawn(move || worker(c));
+        if let Err(e) = spawned {
+            log::warn!("{}: cannot start a thread: {e}", self.peer);
+            self.threads.fetch_sub(1, SeqCst);
+        }
+    }
+
+    /// No more requests: wake the reader; in-flight requests still reply.
+    fn stop_reading(&self) {
+        self.closing.store(true, SeqCst);
+        let _ = self.stream.shutdown(Shutdown::Read);
+    }
+
+    fn exit_thread(&self) {
+        if self.threads.fetch_sub(1, SeqCst) == 1 {
+            finish(&self.shared, self.id, &*self.stream);
+        }
+    }
+}
