@@ -42,6 +42,26 @@ if [ ${#need[@]} -gt 0 ] || [ -n "${need_qemu:-}" ]; then
   fi
 fi
 
+# >>> thin-provisioning-tools 1.x oracle (crates/tools/tests/oracle_1x.rs) >>>
+# Debian sid's thin-provisioning-tools 1.1.0 (the Rust line), extracted -- not
+# installed, which would replace bookworm's 0.9.0 that the tests also drive --
+# into ~/.cache/uthin-tpt1, so ~/.cache/uthin-tpt1/usr/sbin/pdata_tools runs
+# (multi-call: `pdata_tools thin_dump ...`).  Downloaded once; its runtime
+# needs (libc6 >= 2.34, libgcc-s1, libudev1) are all in Debian 12.
+tpt1_dir="${UTHIN_TPT1_DIR:-$HOME/.cache/uthin-tpt1}"
+tpt1_deb="thin-provisioning-tools_1.1.0-5.1_amd64.deb"
+tpt1_url="http://deb.debian.org/debian/pool/main/t/thin-provisioning-tools/$tpt1_deb"
+if ! "$tpt1_dir/usr/sbin/pdata_tools" thin_dump --version >/dev/null 2>&1; then
+  mkdir -p "$tpt1_dir"
+  if [ ! -s "$tpt1_dir/$tpt1_deb" ]; then
+    curl -fsSL --retry 3 -o "$tpt1_dir/$tpt1_deb.part" "$tpt1_url"
+    mv "$tpt1_dir/$tpt1_deb.part" "$tpt1_dir/$tpt1_deb"
+  fi
+  dpkg-deb -x "$tpt1_dir/$tpt1_deb" "$tpt1_dir"
+  "$tpt1_dir/usr/sbin/pdata_tools" thin_dump --version >/dev/null
+fi
+# <<< thin-provisioning-tools 1.x oracle <<<
+
 # The kernel for the dm-thin interop tests (downloads once into ~/.cache).
 if [ -x "$vm" ]; then
   "$vm" --setup
