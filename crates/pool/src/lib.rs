@@ -45,7 +45,7 @@ mod status;
 pub use config::{Features, PoolConfig};
 pub use error::{Error, ErrorKind, Result};
 pub use event::PoolEvent;
-pub use io::Thin;
+pub use io::{Thin, MAX_THIN_BYTES};
 pub use message::Message;
 pub use mode::PoolMode;
 pub use pool::Pool;
