@@ -1,6 +1,6 @@
 //! Real NBD clients against the server: qemu-io, qemu-img, nbdinfo,
-//! nbdcopy (over the unix socket, and TCP on 127.0.0.1).  Each test is
-//! skipped when its tool is not installed.
+//! nbdcopy (over the unix socket, and TCP on 127.0.0.1).  A test fails
+//! when its tool is not installed.
 
 mod common;
 

@@ -71,15 +71,17 @@ impl TestServer {
     }
 }
 
-/// Whether `tool` is installed; tests needing it are skipped otherwise.
+/// Whether `tool` is installed: a test needing a missing tool fails (the
+/// test command, scripts/test.sh, installs every tool the tests drive).
 pub fn have(tool: &str) -> bool {
     let found = Command::new("sh")
         .args(["-c", &format!("command -v {tool}")])
         .output()
         .is_ok_and(|o| o.status.success());
-    if !found {
-        eprintln!("{tool} not installed: skipping");
-    }
+    assert!(
+        found,
+        "{tool} is not installed: run scripts/install-test-deps.sh (scripts/test.sh does)"
+    );
     found
 }
 
