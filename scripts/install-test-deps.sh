@@ -12,7 +12,7 @@ export DEBIAN_FRONTEND=noninteractive
 
 need=()
 for t in thin_check:thin-provisioning-tools nbdinfo:libnbd-bin fio:fio qemu-img:qemu-utils \
-         qemu-io:qemu-utils nbdkit:nbdkit; do
+         qemu-io:qemu-utils nbdkit:nbdkit openssl:openssl setsid:util-linux; do
   command -v "${t%%:*}" >/dev/null 2>&1 || [ -x "/usr/sbin/${t%%:*}" ] || need+=("${t##*:}")
 done
 

@@ -6,7 +6,7 @@ use crate::pool::{ConfigArgs, CreateArgs, Location};
 use anyhow::Result;
 use clap::Args;
 use std::path::PathBuf;
-use uthin_nbd::ServerOptions;
+use uthin_nbd::{ServerOptions, Tls};
 use uthin_server::daemon::{wait_for_stop_signal, Daemon, ServeOptions};
 use uthin_server::layout::{parse_size, DEFAULT_VOLUME_SIZE};
 
@@ -37,6 +37,15 @@ pub struct ServeArgs {
     /// Command run (by sh -c) on pool events, with UTHIN_EVENT etc. set.
     #[arg(long)]
     hook: Option<String>,
+    /// TLS certificate chain (PEM): offer TLS (NBD_OPT_STARTTLS).
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Serve nothing before STARTTLS (needs --tls-cert and --tls-key).
+    #[arg(long, requires = "tls_cert")]
+    tls_require: bool,
     /// Most NBD connections at once.
     #[arg(long, default_value_t = 1024)]
     max_connections: usize,
@@ -50,8 +59,13 @@ pub fn run(a: ServeArgs) -> Result<()> {
         None => Some(paths.nbd_socket()),
     };
     let tcp = a.listen.iter().filter(|l| *l != "none").cloned().collect();
+    let tls = match (&a.tls_cert, &a.tls_key) {
+        (Some(c), Some(k)) => Some(Tls::from_pem_files(c, k, a.tls_require)?),
+        _ => None,
+    };
     let server = ServerOptions {
         max_connections: a.max_connections,
+        tls,
         ..ServerOptions::default()
     };
     let opts = ServeOptions {

@@ -27,7 +27,11 @@ fn kernel_reads_what_nbd_served() {
     s.cli(&["snapshot", "vol0", "snap"]);
     qemu_io(
         &s.uri("vol0"),
-        &["write -P 0x11 100000 300000", "discard 2M 1M", "write -z 5M 64k"],
+        &[
+            "write -P 0x11 100000 300000",
+            "discard 2M 1M",
+            "write -z 5M 64k",
+        ],
     );
     qemu_io(&s.uri("snap"), &["write -P 0x22 6M 4k"]);
     s.cli(&["create", "sparse", "--size", "4M"]);
@@ -69,7 +73,10 @@ fn kernel_reads_what_nbd_served() {
     let out = vm::run_dmthin_vm(&s.metadata(), &s.data(), &snippet, &[]);
     for (name, _, _, sum) in &expect {
         let line = format!("SUM {name} {sum}");
-        assert!(out.contains(&line), "kernel read {name} differently: want {line}\n{out}");
+        assert!(
+            out.contains(&line),
+            "kernel read {name} differently: want {line}\n{out}"
+        );
     }
     // The kernel's commit on removal leaves metadata Debian's tools accept.
     run(&["thin_check", s.metadata().to_str().unwrap()]);

@@ -15,10 +15,11 @@
 //! buffer is allocated, so many clients sending 32 MiB writes at once wait
 //! instead of exhausting memory.
 
-use crate::handshake::{negotiate, Policy};
+use crate::handshake::{greet, negotiate, Negotiated, Policy};
 use crate::proto::{CMD_DISC, CMD_READ, CMD_WRITE};
 use crate::server::{Grant, Shared};
 use crate::stream::{Reader, Stream, Writer};
+use crate::tls::TlsStream;
 use crate::transmission::Session;
 use crate::wire::{Request, REQUEST_LEN};
 use std::io::{self, BufReader, Read, Write};
@@ -63,25 +64,54 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// Serve `stream` until it closes; runs on the connection's first thread.
 pub(crate) fn serve<S: Stream>(shared: Arc<Shared>, id: u64, stream: Arc<S>) {
-    let peer = stream.peer();
     let timeout = shared.opts.handshake_timeout;
     if let Err(e) = stream.set_write_timeout(shared.opts.reply_timeout) {
-        log::debug!("{peer}: cannot set a send timeout: {e}");
+        log::debug!("{}: cannot set a send timeout: {e}", stream.peer());
     }
     let mut reader = BufReader::with_capacity(READ_BUF, Reader::new(stream.clone(), timeout));
     let mut writer = Writer(stream.clone());
+    match greet(&mut reader, &mut writer) {
+        Ok(flags) => haggle(shared, id, stream, reader, writer, flags, false),
+        Err(e) => {
+            log::debug!("{}: handshake ended: {e}", stream.peer());
+            finish(&shared, id, &*stream)
+        }
+    }
+}
+
+/// Option haggling, then transmission (or TLS and haggling again).
+fn haggle<S: Stream>(
+    shared: Arc<Shared>,
+    id: u64,
+    stream: Arc<S>,
+    mut reader: BufReader<Reader<S>>,
+    mut writer: Writer<S>,
+    client_flags: u32,
+    tls_active: bool,
+) {
+    let peer = stream.peer();
+    let tls = shared.opts.tls.as_ref();
     let policy = Policy {
         exports: &*shared.exports,
         default_export: shared.default_export.as_deref(),
         max_request: shared.opts.max_request,
         sparse_reads: shared.opts.sparse_reads,
         stopping: &shared.stopping,
+        tls_offered: tls.is_some(),
+        tls_required: tls.is_some_and(|t| t.required),
+        tls_active,
     };
-    let negotiated = negotiate(&mut reader, &mut writer, &policy)
-        .and_then(|s| reader.get_mut().clear_deadline().map(|()| s));
+    let negotiated = negotiate(&mut reader, &mut writer, &policy, client_flags);
     let session = match negotiated {
-        Ok(Some(s)) => s,
-        Ok(None) => {
+        Ok(Negotiated::Session(s)) => match reader.get_mut().clear_deadline() {
+            Ok(()) => s,
+            Err(e) => {
+                log::debug!("{peer}: {e}");
+                return finish(&shared, id, &*stream);
+            }
+        },
+        Ok(Negotiated::StartTls) => return start_tls(shared, id, stream, reader, client_flags),
+        Ok(Negotiated::Abort) => {
             log::debug!("{peer}: client aborted the handshake");
             return finish(&shared, id, &*stream);
         }
@@ -113,7 +143,43 @@ pub(crate) fn serve<S: Stream>(shared: Arc<Shared>, id: u64, stream: Arc<S>) {
     worker(conn);
 }
 
-fn finish<S: Stream>(shared: &Shared, id: u64, stream: &S) {
+/// After the go-ahead for `NBD_OPT_STARTTLS`: the TLS handshake, then
+/// haggling again over TLS.
+fn start_tls<S: Stream>(
+    shared: Arc<Shared>,
+    id: u64,
+    stream: Arc<S>,
+    reader: BufReader<Reader<S>>,
+    client_flags: u32,
+) {
+    // The client must wait for the reply before its TLS handshake; bytes
+    // already buffered would be lost to TLS.
+    let tls = match (&shared.opts.tls, reader.buffer().is_empty()) {
+        (Some(t), true) => t.clone(),
+        (None, _) => return finish(&shared, id, &*stream),
+        (_, false) => {
+            log::debug!(
+                "{}: data after STARTTLS before the TLS handshake",
+                stream.peer()
+            );
+            return finish(&shared, id, &*stream);
+        }
+    };
+    let sock: Arc<dyn Stream> = stream.clone();
+    let tls_stream = match TlsStream::new(sock, &tls) {
+        Ok(t) => Arc::new(t),
+        Err(e) => {
+            log::warn!("{}: cannot start TLS: {e}", stream.peer());
+            return finish(&shared, id, &*stream);
+        }
+    };
+    let timeout = shared.opts.handshake_timeout;
+    let reader = BufReader::with_capacity(READ_BUF, Reader::new(tls_stream.clone(), timeout));
+    let writer = Writer(tls_stream.clone());
+    haggle(shared, id, tls_stream, reader, writer, client_flags, true)
+}
+
+fn finish<S: Stream + ?Sized>(shared: &Shared, id: u64, stream: &S) {
     let _ = stream.shutdown(Shutdown::Both);
     shared.deregister(id);
 }

@@ -30,6 +30,12 @@ pub(crate) struct Policy<'a> {
     pub max_request: u32,
     pub sparse_reads: bool,
     pub stopping: &'a AtomicBool,
+    /// `STARTTLS` is offered.
+    pub tls_offered: bool,
+    /// Nothing is served before `STARTTLS`.
+    pub tls_required: bool,
+    /// This session already runs over TLS.
+    pub tls_active: bool,
 }
 
 /// What to do after an option.
@@ -40,8 +46,20 @@ pub(crate) enum Step {
     Transmit(Box<Session>),
     /// Send the replies, then close (`NBD_OPT_ABORT`).
     Abort,
+    /// Send the replies, then start TLS and haggle again over it.
+    StartTls,
     /// Close without reply: the client broke the protocol.
     Disconnect(&'static str),
+}
+
+/// How a handshake ended.
+pub(crate) enum Negotiated {
+    /// Enter transmission.
+    Session(Box<Session>),
+    /// The client aborted.
+    Abort,
+    /// The client asked for TLS and got the go-ahead.
+    StartTls,
 }
 
 /// Option haggling state.
@@ -132,6 +150,17 @@ impl<'a> Haggle<'a> {
         if self.policy.stopping.load(Ordering::Relaxed) && opt != OPT_ABORT {
             return err(out, REP_ERR_SHUTDOWN, "server is shutting down");
         }
+        let p = self.policy;
+        if p.tls_required && !p.tls_active && !matches!(opt, OPT_STARTTLS | OPT_ABORT) {
+            if opt == OPT_EXPORT_NAME {
+                return Step::Disconnect("TLS is required (NBD_OPT_EXPORT_NAME before STARTTLS)");
+            }
+            return err(
+                out,
+                REP_ERR_TLS_REQD,
+                "TLS is required: send NBD_OPT_STARTTLS first",
+            );
+        }
         match opt {
             OPT_EXPORT_NAME => {
                 let Ok(name) = decode_string(data) else {
@@ -185,7 +214,15 @@ impl<'a> Haggle<'a> {
                 Step::Next
             }
             OPT_LIST_META_CONTEXT | OPT_SET_META_CONTEXT => self.meta_context(opt, data, out),
-            OPT_STARTTLS => err(out, REP_ERR_UNSUP, "TLS is not configured"),
+            OPT_STARTTLS if !p.tls_offered => err(out, REP_ERR_UNSUP, "TLS is not configured"),
+            OPT_STARTTLS if p.tls_active => err(out, REP_ERR_INVALID, "TLS is already active"),
+            OPT_STARTTLS if !data.is_empty() => {
+                err(out, REP_ERR_INVALID, "NBD_OPT_STARTTLS takes no data")
+            }
+            OPT_STARTTLS => {
+                option_reply(out, opt, REP_ACK, &[]);
+                Step::StartTls
+            }
             _ => err(out, REP_ERR_UNSUP, "option not supported"),
         }
     }
@@ -277,12 +314,8 @@ fn protocol(msg: &'static str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg)
 }
 
-/// Run the handshake on `r`/`w`.  `Ok(None)`: the client aborted.
-pub(crate) fn negotiate<R: Read, W: Write>(
-    r: &mut R,
-    w: &mut W,
-    policy: &Policy<'_>,
-) -> io::Result<Option<Box<Session>>> {
+/// The greeting and the client's flags.
+pub(crate) fn greet<R: Read, W: Write>(r: &mut R, w: &mut W) -> io::Result<u32> {
     let mut greeting = Vec::with_capacity(18);
     greeting.extend_from_slice(&NBDMAGIC.to_be_bytes());
     greeting.extend_from_slice(&IHAVEOPT.to_be_bytes());
@@ -294,6 +327,17 @@ pub(crate) fn negotiate<R: Read, W: Write>(
     if client_flags & !(FLAG_C_FIXED_NEWSTYLE | FLAG_C_NO_ZEROES) != 0 {
         return Err(protocol("unknown client flags"));
     }
+    Ok(client_flags)
+}
+
+/// Haggle over options on `r`/`w` after [`greet`] (again after STARTTLS,
+/// with everything negotiated before forgotten, as the spec asks).
+pub(crate) fn negotiate<R: Read, W: Write>(
+    r: &mut R,
+    w: &mut W,
+    policy: &Policy<'_>,
+    client_flags: u32,
+) -> io::Result<Negotiated> {
     let mut h = Haggle::new(policy, client_flags);
     let mut out = Vec::new();
     loop {
@@ -326,8 +370,9 @@ pub(crate) fn negotiate<R: Read, W: Write>(
             step => {
                 w.write_all(&out)?;
                 match step {
-                    Step::Transmit(s) => return Ok(Some(s)),
-                    Step::Abort => return Ok(None),
+                    Step::Transmit(s) => return Ok(Negotiated::Session(s)),
+                    Step::Abort => return Ok(Negotiated::Abort),
+                    Step::StartTls => return Ok(Negotiated::StartTls),
                     _ => {}
                 }
             }

@@ -26,6 +26,7 @@ pub mod mem;
 pub mod proto;
 pub mod server;
 pub mod stream;
+pub mod tls;
 mod transmission;
 pub mod wire;
 
@@ -35,3 +36,4 @@ pub use mem::MemExport;
 pub use proto::Errno;
 pub use server::{Server, ServerOptions};
 pub use stream::Stream;
+pub use tls::{Tls, TlsStream};

@@ -43,6 +43,8 @@ pub struct ServerOptions {
     pub sparse_reads: bool,
     /// Stack size of connection threads (exports run on them).
     pub thread_stack: usize,
+    /// TLS (`NBD_OPT_STARTTLS`), offered or required; None: not offered.
+    pub tls: Option<crate::tls::Tls>,
 }
 
 impl Default for ServerOptions {
@@ -56,6 +58,7 @@ impl Default for ServerOptions {
             reply_timeout: Some(Duration::from_secs(60)),
             sparse_reads: true,
             thread_stack: 1 << 20,
+            tls: None,
         }
     }
 }

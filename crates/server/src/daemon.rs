@@ -116,10 +116,11 @@ impl Daemon {
             let bound = nbd
                 .listen_tcp(a.as_str())
                 .map_err(|e| Error::Other(format!("cannot listen on {a}: {e}")))?;
-            if !bound.ip().is_loopback() {
+            let tls_required = opts.server.tls.as_ref().is_some_and(|t| t.required);
+            if !bound.ip().is_loopback() && !tls_required {
                 log::warn!(
-                    "listening on {bound} without TLS: anyone who can reach it can read and \
-                     write the volumes"
+                    "listening on {bound} without requiring TLS: anyone who can reach it can \
+                     read and write the volumes (--tls-cert, --tls-key, --tls-require)"
                 );
             }
             listening.push(format!("tcp:{bound}"));
@@ -272,7 +273,11 @@ fn connect_help(
     };
     v.push(format!("serving volumes: {vols}"));
     let name = default.unwrap_or("NAME");
-    let scheme = "nbd";
+    let scheme = if opts.server.tls.is_some() {
+        "nbds"
+    } else {
+        "nbd"
+    };
     for a in tcp {
         let host = if a.ip().is_unspecified() {
             "127.0.0.1".to_string()
@@ -291,9 +296,12 @@ fn connect_help(
     }
     if let Some(s) = &opts.unix_socket {
         v.push(format!(
-            "  nbdinfo 'nbd+unix:///{name}?socket={}'",
+            "  nbdinfo '{scheme}+unix:///{name}?socket={}'",
             s.display()
         ));
+    }
+    if opts.server.tls.is_some() {
+        v.push("  (TLS: give clients the CA, e.g. nbdinfo '...?tls-certificates=DIR' with DIR/ca-cert.pem)".into());
     }
     v
 }
