@@ -17,8 +17,10 @@
 //! * before the first (format) commit is durable, block 0 must be all zero
 //!   (then opening formats anew).
 //!
-//! Every image must also pass Debian's `thin_check`, dump (`thin_dump`, and
-//! `thin_dump -m` while a metadata snapshot is held) as the model says, count
+//! Every image must also pass Debian's `thin_check` (the final image and a
+//! sample of the crash images the stricter 1.x `thin_check` too), dump
+//! (`thin_dump`, and `thin_dump -m` while a metadata snapshot is held) as
+//! the model says, count
 //! the free data blocks the model implies, and (for a sample) take a new
 //! transaction that allocates only blocks the model leaves free.
 
@@ -660,6 +662,14 @@ fn follow_up(
     );
 }
 
+/// thin-provisioning-tools 1.x's thin_check on an image.
+fn thin_check_1x_image(img: Vec<u8>) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("meta");
+    write_image(&path, &img);
+    assert_thin_check_1x(&path);
+}
+
 fn crash_test(w: &Workload) {
     let t0 = std::time::Instant::now();
     let (dev, commits, r) = run(w, None, true);
@@ -676,6 +686,7 @@ fn crash_test(w: &Workload) {
         Depth::Full,
         &format!("{}: final image", w.name),
     );
+    thin_check_1x_image(dev.durable_image());
     for n in 0..total {
         let (dev, got, r) = run(w, Some(n), false);
         let err = r.expect_err("the workload must hit the crash");
@@ -709,6 +720,10 @@ fn crash_test(w: &Workload) {
             depth,
             &what("durable image"),
         );
+        // The stricter 1.x checker (half a second each) on a sample.
+        if n % 16 == 0 && prev.is_some() {
+            thin_check_1x_image(dev.durable_image());
+        }
         // Torn and live images: that, or the commit whose superblock flush died.
         let either: Vec<&PoolModel> = prev.iter().chain(at.iter()).map(|c| &c.model).collect();
         let cdepth = depth.min(Depth::Check);

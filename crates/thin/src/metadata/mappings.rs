@@ -176,11 +176,30 @@ impl PoolMetadata {
         })
     }
 
+    /// Whether `dev` maps a block in `[begin, end)` (`end` None: unbounded).
+    ///
+    /// Removals check first and leave the tree alone when nothing is mapped:
+    /// removing shadows the path even when the key is absent, and a moved
+    /// sub-tree root without rewritten device details is what
+    /// thin-provisioning-tools 1.x rejects next to a held metadata snapshot
+    /// (the kernel rewrites the details whenever a device's root moves).
+    fn maps_any(&self, dev: DevId, begin: VirtBlock, end: Option<VirtBlock>) -> Result<bool> {
+        let root = self.device_root(dev)?;
+        let inner = self.inner()?;
+        let next = btree::lookup_ge::<u64>(&inner.tm, root, begin.0)?;
+        Ok(next.is_some_and(|(k, _)| end.is_none_or(|e| k < e.0)))
+    }
+
     /// Unmaps `vblock` of `dev`; returns whether it was mapped.
     pub fn remove_block(&mut self, dev: DevId, vblock: VirtBlock) -> Result<bool> {
         self.begin()?;
         let r = self.device_details(dev);
         self.checked(r)?;
+        let end = vblock.0.checked_add(1).map(VirtBlock);
+        let r = self.maps_any(dev, vblock, end);
+        if !self.checked(r)? {
+            return Ok(false);
+        }
         self.change(|md| {
             let old = md.update_subtree(dev, |tm, sm, root| {
                 btree::remove::<u64, _>(tm, &mut DataRefs(sm), root, vblock.0)
@@ -198,6 +217,10 @@ impl PoolMetadata {
         let r = self.device_details(dev);
         self.checked(r)?;
         if begin >= end {
+            return Ok(0);
+        }
+        let r = self.maps_any(dev, begin, Some(end));
+        if !self.checked(r)? {
             return Ok(0);
         }
         self.change(|md| {

@@ -42,6 +42,52 @@ pub fn assert_thin_check(meta: &Path) {
     );
 }
 
+/// thin-provisioning-tools 1.x's multi-call `pdata_tools` (the Rust line,
+/// stricter than Debian 12's 0.9.0: node fill, `mapped_blocks`, exact data
+/// counts, a held metadata snapshot's consistency with the live trees).
+/// `scripts/install-test-deps.sh` extracts it into `~/.cache/uthin-tpt1`
+/// (`UTHIN_TPT1_DIR` overrides); required like the other oracles.
+pub fn pdata_tools_1x() -> std::path::PathBuf {
+    let dir = std::env::var_os("UTHIN_TPT1_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(&std::env::var_os("HOME").expect("HOME")).join(".cache/uthin-tpt1")
+        });
+    let p = dir.join("usr/sbin/pdata_tools");
+    assert!(
+        p.exists(),
+        "{} not found: run scripts/install-test-deps.sh (thin-provisioning-tools 1.x)",
+        p.display()
+    );
+    p
+}
+
+/// thin-provisioning-tools 1.x's `thin_check -q` on `meta`: exit 0 and
+/// nothing on stderr; on failure the verbose rerun says what it found.
+pub fn assert_thin_check_1x(meta: &Path) {
+    let tool = pdata_tools_1x();
+    let out = Command::new(&tool)
+        .args(["thin_check", "-q"])
+        .arg(meta)
+        .output()
+        .expect("run pdata_tools");
+    if out.status.success() && out.stderr.is_empty() {
+        return;
+    }
+    let verbose = Command::new(&tool)
+        .arg("thin_check")
+        .arg(meta)
+        .output()
+        .expect("run pdata_tools");
+    panic!(
+        "thin_check 1.x failed on {}: status {:?}\n{}{}",
+        meta.display(),
+        out.status,
+        String::from_utf8_lossy(&verbose.stdout),
+        String::from_utf8_lossy(&verbose.stderr)
+    );
+}
+
 /// `thin_check` exit status and combined output, for negative tests.
 pub fn thin_check_status(meta: &Path) -> (bool, String) {
     let out = run_tool("thin_check", &[meta.to_str().unwrap()]);
