@@ -13,7 +13,8 @@
 //! every volume reads a value the history allows (common/history.rs): every
 //! write acknowledged before a completed flush or FUA of its volume (or a
 //! pool message) reads back, and nothing reads back that was never written.
-//! Debian's thin_check passes on every metadata image.
+//! Debian's thin_check passes on every metadata image, and the stricter
+//! thin_check 1.x on a sample.
 
 mod common;
 
@@ -115,14 +116,18 @@ fn run(reqs: &[Req], crash_at: u64) -> (History, Arc<CrashDevice>, Arc<CrashDevi
     (h, meta, data, ctl)
 }
 
-/// Reopens the images and checks every volume.
-fn verify(h: &History, meta: Vec<u8>, data: Vec<u8>, what: &str) {
+/// Reopens the images and checks every volume (`strict`: thin_check 1.x
+/// too).
+fn verify(h: &History, meta: Vec<u8>, data: Vec<u8>, strict: bool, what: &str) {
     if h.vols.is_empty() && meta[..4096].iter().all(|&b| b == 0) {
         // Crashed while formatting: nothing was ever acknowledged, and the
         // next open formats again.
         return;
     }
     assert_thin_check_image(&meta);
+    if strict {
+        assert_thin_check_1x_image(&meta);
+    }
     let meta = Arc::new(MemDevice::from_bytes(meta));
     let data = Arc::new(MemDevice::from_bytes(data));
     let pool = reopen(&meta, &data, cfg());
@@ -155,6 +160,7 @@ fn crash_at_every_flush_and_between() {
             &h,
             meta.durable_image(),
             data.durable_image(),
+            i % 8 == 0 || at == total,
             &format!("crash at op {at}"),
         );
         if i % 2 == 0 {
@@ -163,6 +169,7 @@ fn crash_at_every_flush_and_between() {
                 &h,
                 meta.durable_image_torn(seed),
                 data.durable_image_torn(seed ^ 0xabc),
+                false,
                 &format!("crash at op {at}, torn images (seed {seed})"),
             );
         }

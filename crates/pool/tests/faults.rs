@@ -157,6 +157,7 @@ fn fault_run(reqs: &[Req], i: usize, d: usize, op: Op, n: u64, check: bool, what
     }
     if check {
         assert_thin_check_image(&mem_meta.snapshot());
+        assert_thin_check_1x_image(&mem_meta.snapshot());
     }
     let pool = reopen(&mem_meta, &mem_data, cfg());
     assert_eq!(

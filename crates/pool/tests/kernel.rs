@@ -131,6 +131,7 @@ fn kernel_reads_what_the_engine_wrote() {
     pool.close().unwrap();
     drop(pool);
     assert_thin_check(&meta);
+    assert_thin_check_1x(&meta);
 
     let snippet = format!(
         r#"set -e
@@ -160,6 +161,7 @@ echo KERNEL-DONE
         assert_bytes(&got, m, &format!("kernel read of volume {id}"));
     }
     assert_thin_check(&meta);
+    assert_thin_check_1x(&meta);
 }
 
 #[test]
@@ -211,6 +213,7 @@ echo KERNEL-DONE
     let log = run_dmthin_vm(&meta, &data, &snippet, &[&out]);
     assert!(log.contains("KERNEL-DONE"), "{log}");
     assert_thin_check(&meta);
+    assert_thin_check_1x(&meta);
 
     let pool = file_pool(&meta, &data, 64 * BLOCK, cfg());
     assert_eq!(pool.inspect_metadata(|md| md.transaction_id().unwrap()), 7);
@@ -238,4 +241,5 @@ echo KERNEL-DONE
     drop((t0, t1));
     pool.close().unwrap();
     assert_thin_check(&meta);
+    assert_thin_check_1x(&meta);
 }

@@ -78,6 +78,62 @@ pub fn assert_thin_check(meta: &Path) {
     );
 }
 
+/// thin-provisioning-tools 1.x's multi-call `pdata_tools` (the Rust line,
+/// stricter than Debian 12's 0.9.0: node fill, `mapped_blocks`, exact data
+/// counts, a held metadata snapshot's consistency with the live trees).
+/// `scripts/install-test-deps.sh` extracts it into `~/.cache/uthin-tpt1`
+/// (`UTHIN_TPT1_DIR` overrides); required like the other oracles.  It
+/// takes half a second of wall time per run (a progress thread), so the
+/// tests run it on a sample.
+pub fn pdata_tools_1x() -> std::path::PathBuf {
+    let dir = std::env::var_os("UTHIN_TPT1_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(&std::env::var_os("HOME").expect("HOME")).join(".cache/uthin-tpt1")
+        });
+    let p = dir.join("usr/sbin/pdata_tools");
+    assert!(
+        p.exists(),
+        "{} not found: run scripts/install-test-deps.sh (thin-provisioning-tools 1.x)",
+        p.display()
+    );
+    p
+}
+
+/// thin-provisioning-tools 1.x's `thin_check -q` on a metadata file: exit
+/// 0 and nothing on stderr; panics with the verbose output otherwise.
+pub fn assert_thin_check_1x(meta: &Path) {
+    let tool = pdata_tools_1x();
+    let out = Command::new(&tool)
+        .args(["thin_check", "-q"])
+        .arg(meta)
+        .output()
+        .unwrap();
+    if out.status.success() && out.stderr.is_empty() {
+        return;
+    }
+    let verbose = Command::new(&tool)
+        .arg("thin_check")
+        .arg(meta)
+        .output()
+        .unwrap();
+    panic!(
+        "thin_check 1.x failed on {}: {:?}\n{}{}",
+        meta.display(),
+        out.status,
+        String::from_utf8_lossy(&verbose.stdout),
+        String::from_utf8_lossy(&verbose.stderr)
+    );
+}
+
+/// thin-provisioning-tools 1.x's `thin_check` on a metadata image.
+pub fn assert_thin_check_1x_image(img: &[u8]) {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("meta");
+    std::fs::write(&p, img).unwrap();
+    assert_thin_check_1x(&p);
+}
+
 /// Deterministic bytes for a write: every 8-byte word encodes `tag` and its
 /// position, so a misplaced or stale copy shows.
 pub fn pattern(tag: u64, offset: u64, len: usize) -> Vec<u8> {
