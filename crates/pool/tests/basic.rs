@@ -7,7 +7,7 @@ mod common;
 use common::*;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use uthin_block_io::testing::MemDevice;
+use uthin_block_io::testing::{FaultyDevice, MemDevice};
 use uthin_block_io::BlockDevice;
 use uthin_pool::{DataBlock, DevId, ErrorKind, Pool, PoolEvent, PoolMode, VirtBlock};
 
@@ -392,6 +392,42 @@ fn background_commit_and_events() {
     drop(t);
     drop(pool);
     assert_thin_check_image(&meta.snapshot());
+}
+
+/// The background commit runs only when something changed: an idle pool,
+/// or one that only reads and overwrites mapped blocks, writes nothing to
+/// its metadata device; the next change is committed within a period.
+#[test]
+fn background_commit_only_when_something_changed() {
+    let mut c = cfg();
+    c.commit_period = Duration::from_millis(20);
+    let meta = Arc::new(FaultyDevice::new(MemDevice::new(4 << 20)));
+    let data = Arc::new(MemDevice::new(16 * BLOCK));
+    let pool = Pool::open(meta.clone(), data, c).unwrap();
+    pool.create_thin(DevId(1)).unwrap();
+    let t = pool.thin(DevId(1), None).unwrap();
+    let settle = || {
+        let start = std::time::Instant::now();
+        while pool.inspect_metadata(|md| md.is_dirty()) {
+            assert!(start.elapsed() < Duration::from_secs(5), "never committed");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    };
+    t.write(0, b"a", false).unwrap();
+    settle();
+    let (_, w0, f0) = meta.counts();
+    for i in 0..10u8 {
+        t.write(5, &[i; 100], false).unwrap();
+        assert_eq!(read(&t, 5, 1), vec![i]);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    let (_, w1, f1) = meta.counts();
+    assert_eq!((w1, f1), (w0, f0), "an unchanged pool wrote its metadata");
+    t.write(BLOCK, b"b", false).unwrap();
+    settle();
+    let (_, w2, f2) = meta.counts();
+    assert!(w2 > w1 && f2 > f1, "the change was not committed");
 }
 
 #[test]
