@@ -13,9 +13,13 @@ mod common;
 
 use common::history::{decode, sector_bytes, SECTOR};
 use common::*;
+use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
-use uthin_pool::DevId;
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+use uthin_block_io::testing::MemDevice;
+use uthin_block_io::BlockDevice;
+use uthin_pool::{DevId, Pool, VirtBlock};
 
 const BLOCKS: u64 = 4;
 const WRITERS: u64 = 6;
@@ -123,4 +127,132 @@ fn same_block_writers_with_snapshots() {
 /// Writer `w`'s `k`-th sector.
 fn owner_sector(w: u64, k: u64) -> u64 {
     k * WRITERS + w
+}
+
+/// A data device whose reads of one byte range stall until released.
+struct Stall {
+    inner: Arc<MemDevice>,
+    range: Mutex<Option<(u64, u64)>>,
+    entered: Mutex<mpsc::Sender<()>>,
+    release: Mutex<mpsc::Receiver<()>>,
+}
+
+impl BlockDevice for Stall {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        let hit = self
+            .range
+            .lock()
+            .unwrap()
+            .is_some_and(|(s, e)| offset < e && s < offset + buf.len() as u64);
+        if hit {
+            *self.range.lock().unwrap() = None; // only the first one
+            self.entered.lock().unwrap().send(()).unwrap();
+            let _ = self.release.lock().unwrap().recv();
+        }
+        self.inner.read_at(buf, offset)
+    }
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.inner.write_at(buf, offset)
+    }
+    fn flush(&self) -> io::Result<()> {
+        self.inner.flush()
+    }
+    fn len(&self) -> io::Result<u64> {
+        self.inner.len()
+    }
+    fn discard(&self, offset: u64, len: u64) -> io::Result<()> {
+        self.inner.discard(offset, len)
+    }
+}
+
+/// I/O to different blocks runs in parallel, and I/O that must be ordered
+/// after a request in flight on the same block waits for it: while a read
+/// of block 0 is stuck in the data device, reads, overwrites and
+/// provisioning writes of other blocks, a snapshot and commits complete; a
+/// write that breaks the sharing of block 0 and a discard of block 0 wait
+/// until the read has drained, and the read returns the old bytes.
+#[test]
+fn different_blocks_run_in_parallel_same_block_waits() {
+    let (entered_tx, entered) = mpsc::channel();
+    let (release, release_rx) = mpsc::channel();
+    let stall = Arc::new(Stall {
+        inner: Arc::new(MemDevice::new(64 * BLOCK)),
+        range: Mutex::new(None),
+        entered: Mutex::new(entered_tx),
+        release: Mutex::new(release_rx),
+    });
+    let meta = Arc::new(MemDevice::new(4 << 20));
+    let pool = Pool::open(meta.clone(), stall.clone(), cfg()).unwrap();
+    pool.create_thin(DevId(1)).unwrap();
+    let t = Arc::new(pool.thin(DevId(1), None).unwrap());
+    let old = pattern(1, 0, 4 * BLOCK as usize);
+    t.write(0, &old, false).unwrap();
+    let b0 = pool
+        .inspect_metadata(|md| md.find_block(DevId(1), VirtBlock(0)).unwrap())
+        .unwrap()
+        .block;
+    *stall.range.lock().unwrap() = Some((b0.0 * BLOCK, (b0.0 + 1) * BLOCK));
+
+    let t2 = t.clone();
+    let reader = std::thread::spawn(move || {
+        let mut b = vec![0u8; 4096];
+        t2.read(100, &mut b).map(|()| b)
+    });
+    entered
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the read never reached the data device");
+
+    // Other blocks, a snapshot and commits go ahead.
+    let t2 = t.clone();
+    let p2 = pool.clone();
+    let others = std::thread::spawn(move || {
+        let mut b = vec![0u8; 4096];
+        t2.read(BLOCK + 5, &mut b).unwrap();
+        t2.write(2 * BLOCK + 7, b"overwrite", false).unwrap();
+        t2.write(9 * BLOCK + 1, b"provision", false).unwrap();
+        t2.flush().unwrap();
+        p2.create_snap(DevId(2), DevId(1)).unwrap();
+        t2.write(3 * BLOCK, b"breaks block 3", true).unwrap();
+        b
+    });
+    let start = Instant::now();
+    while !others.is_finished() {
+        if start.elapsed() > Duration::from_secs(10) {
+            release.send(()).unwrap();
+            panic!("I/O to other blocks waited for a read of block 0");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_bytes(
+        &others.join().unwrap(),
+        &old[BLOCK as usize + 5..BLOCK as usize + 5 + 4096],
+        "read of block 1",
+    );
+
+    // Block 0 is shared now: breaking the sharing, and a discard, wait for
+    // the read in flight.
+    let t2 = t.clone();
+    let breaker = std::thread::spawn(move || t2.write(10, b"new", false));
+    let t2 = t.clone();
+    let discarder = std::thread::spawn(move || t2.discard(0, BLOCK));
+    std::thread::sleep(Duration::from_millis(200));
+    let waited = !breaker.is_finished() && !discarder.is_finished();
+    release.send(()).unwrap();
+    let read = reader.join().unwrap().unwrap();
+    breaker.join().unwrap().unwrap();
+    discarder.join().unwrap().unwrap();
+    assert!(
+        waited,
+        "a write or discard of block 0 did not wait for its read"
+    );
+    assert_bytes(&read, &old[100..100 + 4096], "the stalled read");
+    let snap = pool.thin(DevId(2), None).unwrap();
+    let mut b = vec![0u8; 4 * BLOCK as usize];
+    snap.read(0, &mut b).unwrap();
+    let mut want = old.clone();
+    want[2 * BLOCK as usize + 7..2 * BLOCK as usize + 16].copy_from_slice(b"overwrite");
+    assert_bytes(&b, &want, "the snapshot");
+    drop((t, snap));
+    pool.close().unwrap();
+    assert_thin_check_image(&meta.snapshot());
 }
