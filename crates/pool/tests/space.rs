@@ -208,6 +208,74 @@ fn metadata_exhaustion_and_growth() {
     assert_thin_check_image(&meta.snapshot());
 }
 
+/// Allocated bytes of a file (its blocks on the host file system).
+fn allocated(p: &std::path::Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(p).unwrap().blocks() * 512
+}
+
+/// On real files: a write queued out of data space completes once the data
+/// file itself grows (as `truncate -s` or `lvextend` would grow it, behind
+/// the pool's back) and the pool is told; discarded blocks become holes in
+/// the data file, so the space goes back to the host file system.
+#[test]
+fn file_pool_recovers_after_the_file_grows_and_discards_punch_holes() {
+    use uthin_block_io::{FileDevice, SharedDevice};
+    let dir = tempfile::tempdir().unwrap();
+    let (mp, dp) = (dir.path().join("meta"), dir.path().join("data"));
+    let meta: SharedDevice = Arc::new(FileDevice::create(&mp, 4 << 20).unwrap());
+    let data: SharedDevice = Arc::new(FileDevice::create(&dp, 4 * BLOCK).unwrap());
+    let pool = uthin_pool::Pool::open(meta, data, cfg()).unwrap();
+    pool.create_thin(DevId(1)).unwrap();
+    let t = Arc::new(pool.thin(DevId(1), None).unwrap());
+    let full = pattern(3, 0, 4 * BLOCK as usize);
+    t.write(0, &full, true).unwrap();
+    let t2 = t.clone();
+    let waiter = std::thread::spawn(move || t2.write(4 * BLOCK + 10, b"queued", true));
+    let start = Instant::now();
+    while pool.mode() != PoolMode::OutOfDataSpace {
+        assert!(start.elapsed() < Duration::from_secs(5), "never ran out");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(!waiter.is_finished(), "the write waits for space");
+    // The file grows under the pool, through another handle.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&dp)
+        .unwrap()
+        .set_len(8 * BLOCK)
+        .unwrap();
+    pool.resize_data().unwrap();
+    waiter.join().unwrap().unwrap();
+    assert_eq!(pool.mode(), PoolMode::Write);
+    assert!(
+        pool.status_line().contains(" 5/8 "),
+        "{}",
+        pool.status_line()
+    );
+    let mut b = [0u8; 6];
+    t.read(4 * BLOCK + 10, &mut b).unwrap();
+    assert_eq!(&b, b"queued");
+
+    // Discards punch holes: three blocks' worth of the file is released.
+    let before = allocated(&dp);
+    t.discard(0, 3 * BLOCK).unwrap();
+    t.flush().unwrap();
+    let after = allocated(&dp);
+    assert!(
+        after + 3 * BLOCK <= before,
+        "discarding 3 blocks released {} bytes of the data file",
+        before.saturating_sub(after)
+    );
+    let mut rest = vec![0u8; BLOCK as usize];
+    t.read(3 * BLOCK, &mut rest).unwrap();
+    assert_bytes(&rest, &full[3 * BLOCK as usize..], "block 3");
+    drop(t);
+    pool.close().unwrap();
+    assert_thin_check(&mp);
+}
+
 /// A data device whose size can be set without backing it: only its first
 /// blocks are ever written.
 struct Sized {
