@@ -245,12 +245,14 @@ fn main() {
         ROUNDS,
         0.9,
     );
-    // Fresh space: disjoint thirds of the fresh offsets, one per round, in
-    // alternating order; then the time to make it all durable (a flush of
-    // the thin volume, fdatasync of the plain file).
+    // Fresh space: disjoint equal parts of the fresh offsets, one per round,
+    // in alternating order (a shorter remainder is left out, so every
+    // round's time is for the same number of writes); then the time to make
+    // it all durable (a flush of the thin volume, fdatasync of the plain
+    // file).
     let (mut tt, mut pp) = (Duration::MAX, Duration::MAX);
-    let third = fresh.len().div_ceil(ROUNDS);
-    for (r, part) in fresh.chunks(third).enumerate() {
+    let part_len = (fresh.len() / ROUNDS).max(1);
+    for (r, part) in fresh.chunks_exact(part_len).enumerate() {
         sync();
         let order: [bool; 2] = if r % 2 == 0 {
             [true, false]
@@ -267,7 +269,7 @@ fn main() {
     }
     report(
         "4 KiB random writes, fresh space",
-        third,
+        part_len,
         SMALL,
         tt,
         pp,
