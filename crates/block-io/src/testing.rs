@@ -1,8 +1,8 @@
 //! Test devices for the layers above (feature `testing`).
 //!
 //! * [`MemDevice`]: a zero-filled in-memory device.
-//! * [`FaultyDevice`]: wraps any device and fails chosen reads, writes or
-//!   flushes, counted from creation.
+//! * [`FaultyDevice`]: wraps any device and fails chosen reads, writes,
+//!   flushes or discards, counted from creation.
 //! * [`CrashDevice`]: separates what reads see (the *live* image) from what
 //!   survives a power cut (the *durable* image), can die at a chosen flush,
 //!   and can produce torn crash images.
@@ -118,6 +118,8 @@ pub enum Op {
     Write,
     /// [`BlockDevice::flush`].
     Flush,
+    /// [`BlockDevice::discard`].
+    Discard,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -128,20 +130,21 @@ struct Fault {
 
 #[derive(Debug, Default)]
 struct FaultState {
-    counts: [u64; 3],
-    faults: [Option<Fault>; 3],
+    counts: [u64; 4],
+    faults: [Option<Fault>; 4],
     sticky: bool,
 }
 
 /// Wraps a device and injects errors into chosen operations.
 ///
-/// Reads, writes and flushes are counted separately, 0-based, from creation
-/// (or the last [`FaultyDevice::reset_counts`]); every attempt counts, failed
-/// or not.  `fail_write_at(n)` makes the write whose index is `n` return
-/// `io::Error::other("injected write fault ...")` without touching the inner
-/// device.  A fault is one-shot (cleared once it fires) unless sticky, in which
-/// case every operation of that kind with index `>= n` fails.  Discards are
-/// passed through and not counted.
+/// Reads, writes, flushes and discards are counted separately, 0-based, from
+/// creation (or the last [`FaultyDevice::reset_counts`]); every attempt
+/// counts, failed or not.  `fail_write_at(n)` makes the write whose index is
+/// `n` return `io::Error::other("injected write fault ...")` without touching
+/// the inner device.  A fault is one-shot (cleared once it fires) unless
+/// sticky, in which case every operation of that kind with index `>= n`
+/// fails.  `write_zeroes` goes through the default (writes of zeroes), so it
+/// counts, and fails, as writes.
 #[derive(Debug)]
 pub struct FaultyDevice<D: BlockDevice> {
     inner: D,
@@ -190,6 +193,10 @@ impl<D: BlockDevice> FaultyDevice<D> {
     pub fn fail_flush_at(&self, n: u64) {
         self.fail_at(Op::Flush, n)
     }
+    /// Fail the `n`-th discard.
+    pub fn fail_discard_at(&self, n: u64) {
+        self.fail_at(Op::Discard, n)
+    }
     /// Make armed faults, and faults armed later, sticky (or one-shot).
     pub fn set_sticky(&self, sticky: bool) {
         let mut s = lock(&self.state);
@@ -200,16 +207,20 @@ impl<D: BlockDevice> FaultyDevice<D> {
     }
     /// Disarm every fault.
     pub fn clear_faults(&self) {
-        lock(&self.state).faults = [None; 3];
+        lock(&self.state).faults = [None; 4];
     }
     /// Operations attempted so far: `(reads, writes, flushes)`.
     pub fn counts(&self) -> (u64, u64, u64) {
         let c = lock(&self.state).counts;
         (c[0], c[1], c[2])
     }
+    /// Discards attempted so far.
+    pub fn discards(&self) -> u64 {
+        lock(&self.state).counts[Op::Discard as usize]
+    }
     /// Restart counting from zero (armed faults keep their indices).
     pub fn reset_counts(&self) {
-        lock(&self.state).counts = [0; 3];
+        lock(&self.state).counts = [0; 4];
     }
 
     /// Count one `op`; error if it is to fail.
@@ -223,7 +234,7 @@ impl<D: BlockDevice> FaultyDevice<D> {
                 if !f.sticky {
                     s.faults[i] = None;
                 }
-                let name = ["read", "write", "flush"][i];
+                let name = ["read", "write", "flush", "discard"][i];
                 Err(io::Error::other(format!(
                     "injected {name} fault ({name} #{n})"
                 )))
@@ -250,6 +261,7 @@ impl<D: BlockDevice> BlockDevice for FaultyDevice<D> {
         self.inner.len()
     }
     fn discard(&self, offset: u64, len: u64) -> io::Result<()> {
+        self.tick(Op::Discard)?;
         self.inner.discard(offset, len)
     }
 }

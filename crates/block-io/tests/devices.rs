@@ -65,6 +65,16 @@ fn faulty_fails_exactly_the_nth_op() {
     assert!(d.flush().is_err());
     d.flush().unwrap();
     assert_eq!(d.counts(), (3, 4, 2));
+    // Discards: counted on their own, a failed one leaves the bytes.
+    d.fail_discard_at(1);
+    d.discard(0, 1).unwrap();
+    let err = d.discard(1, 1).unwrap_err();
+    assert!(err.to_string().contains("injected discard fault"), "{err}");
+    d.discard(2, 1).unwrap();
+    assert_eq!(&d.inner().snapshot()[..4], &[0, 2, 0, 4]);
+    assert_eq!((d.counts(), d.discards()), ((3, 4, 2), 3));
+    d.reset_counts();
+    assert_eq!(d.discards(), 0);
 }
 
 #[test]

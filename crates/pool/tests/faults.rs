@@ -1,15 +1,17 @@
-//! Fault test: an I/O error injected into one read, write or flush of the
-//! metadata or the data device, at each request of a multi-volume workload.
+//! Fault test: an I/O error injected into one read, write, flush or discard
+//! of the metadata or the data device, at each request of a multi-volume
+//! workload.
 //!
 //! A dry run counts each request's device operations; then, for every
 //! request and every kind of operation it issued on either device (the
 //! first, a middle and the last one), a fresh run fails exactly that
 //! operation and checks, as the kernel behaves (FORMAT.md §6.8):
 //! * the request that issued it fails;
-//! * data reads and writes only fail their request (the pool stays
-//!   writable); a failed metadata write or flush, or a failed data flush
-//!   inside a commit, aborts the transaction: the pool turns read-only with
-//!   needs_check set, on disk too (a reopen stays read-only);
+//! * data reads, writes and discards (passdown) only fail their request
+//!   (the pool stays writable); a failed metadata write or flush, or a
+//!   failed data flush inside a commit, aborts the transaction: the pool
+//!   turns read-only with needs_check set, on disk too (a reopen stays
+//!   read-only);
 //! * the rest of the workload runs (refused or not) and every read, live
 //!   and after reopening, returns what the history allows: nothing
 //!   committed is lost.
@@ -53,8 +55,12 @@ impl Rig {
         }
     }
 
-    fn counts(&self) -> [(u64, u64, u64); 2] {
-        [self.meta.counts(), self.data.counts()]
+    fn counts(&self) -> [Counts; 2] {
+        let c = |d: &Faulty| {
+            let (r, w, f) = d.counts();
+            [r, w, f, d.discards()]
+        };
+        [c(&self.meta), c(&self.data)]
     }
 
     fn exec(&mut self, req: &Req) -> Option<Outcome> {
@@ -62,12 +68,11 @@ impl Rig {
     }
 }
 
-fn pick(c: (u64, u64, u64), op: Op) -> u64 {
-    match op {
-        Op::Read => c.0,
-        Op::Write => c.1,
-        Op::Flush => c.2,
-    }
+/// Reads, writes, flushes and discards of a device.
+type Counts = [u64; 4];
+
+fn pick(c: Counts, op: Op) -> u64 {
+    c[op as usize]
 }
 
 #[test]
@@ -86,27 +91,63 @@ fn a_fault_at_every_step() {
 
     let mut runs = 0;
     let mut read_only = 0;
+    let mut discards = 0;
     for (i, req) in reqs.iter().enumerate() {
         let (before, after) = per_req[i];
         for (d, name) in [(0usize, "metadata"), (1, "data")] {
-            for op in [Op::Read, Op::Write, Op::Flush] {
+            for op in [Op::Read, Op::Write, Op::Flush, Op::Discard] {
                 let (b, a) = (pick(before[d], op), pick(after[d], op));
                 let mut at: Vec<u64> = vec![b, b + (a - b) / 2, a.saturating_sub(1)];
                 at.retain(|&n| n >= b && n < a);
                 at.dedup();
                 for n in at {
                     runs += 1;
+                    discards += (op == Op::Discard) as u32;
                     let what = format!("{op:?} #{n} of the {name} device, in request {i} {req:?}");
                     read_only += fault_run(&reqs, i, d, op, n, runs % 8 == 0, &what) as u32;
                 }
             }
         }
     }
-    eprintln!("{runs} fault runs, {read_only} turned the pool read-only");
-    assert!(
-        runs > 100 && read_only > 10,
-        "{runs} runs, {read_only} read-only"
+    eprintln!(
+        "{runs} fault runs ({discards} at data discards), {read_only} turned the pool read-only"
     );
+    assert!(
+        runs > 100 && read_only > 10 && discards > 0,
+        "{runs} runs, {read_only} read-only, {discards} discards"
+    );
+}
+
+/// A discard whose passdown fails: the request fails, the pool stays
+/// writable (the kernel fails the bio only), the blocks are unmapped and
+/// free again (not leaked, not left pinned), and the metadata is clean.
+#[test]
+fn a_failed_passdown_fails_only_the_discard() {
+    let rig = Rig::new();
+    let pool = &rig.pool;
+    pool.create_thin(uthin_pool::DevId(1)).unwrap();
+    let t = pool.thin(uthin_pool::DevId(1), None).unwrap();
+    t.write(0, &pattern(1, 0, 4 * BLOCK as usize), true)
+        .unwrap();
+    let free = || pool.inspect_metadata(|md| md.free_data_blocks().unwrap());
+    let before = free();
+    rig.data.fail_discard_at(rig.data.discards());
+    let e = t.discard(0, 2 * BLOCK).unwrap_err();
+    assert_eq!(e.kind(), uthin_pool::ErrorKind::Io, "{e}");
+    assert_eq!(pool.mode(), PoolMode::Write);
+    assert!(!pool.inspect_metadata(|md| md.needs_check().unwrap()));
+    assert_eq!(t.mapped_blocks().unwrap(), 2);
+    assert_eq!(free(), before + 2, "the discarded blocks are free");
+    let mut b = vec![1u8; 2 * BLOCK as usize];
+    t.read(0, &mut b).unwrap();
+    assert!(b.iter().all(|&x| x == 0), "discarded blocks read as zeroes");
+    // The pool goes on: new blocks, a discard that passes down, a commit.
+    t.write(8 * BLOCK, b"after", false).unwrap();
+    t.discard(2 * BLOCK, BLOCK).unwrap();
+    t.flush().unwrap();
+    drop(t);
+    assert_thin_check_image(&rig.mem_meta.snapshot());
+    assert_thin_check_1x_image(&rig.mem_meta.snapshot());
 }
 
 /// One run with operation `n` of kind `op` failing on device `d` during
@@ -125,7 +166,8 @@ fn fault_run(reqs: &[Req], i: usize, d: usize, op: Op, n: u64, check: bool, what
         .pool
         .inspect_metadata(|md| md.needs_check().unwrap_or(false));
     match (d, op) {
-        (1, Op::Read | Op::Write) => assert_eq!(mode, PoolMode::Write, "{what}"),
+        // A failed data read, write or discard fails its request only.
+        (1, Op::Read | Op::Write | Op::Discard) => assert_eq!(mode, PoolMode::Write, "{what}"),
         (0, Op::Write | Op::Flush) => assert_eq!(mode, PoolMode::ReadOnly, "{what}"),
         _ => assert!(
             mode == PoolMode::Write || mode == PoolMode::ReadOnly,

@@ -692,6 +692,7 @@ fn sweep(op: Op) {
         Op::Read => p.counts.0,
         Op::Write => p.counts.1,
         Op::Flush => p.counts.2,
+        Op::Discard => unreachable!("the metadata gets no discards"),
     };
     let mut total = Outcome::default();
     for i in 0..n {
