@@ -42,6 +42,11 @@ fn queued_write_completes_after_growing() {
         st.contains(" out_of_data_space ") && st.contains(" queue_if_no_space "),
         "{st}"
     );
+    // Messages are processed out of data space (the kernel refuses them
+    // only from out-of-metadata-space on); their commit finds no free
+    // block, so the pool stays out of data space.
+    pool.message("create_thin 2").unwrap();
+    assert_eq!(pool.mode(), PoolMode::OutOfDataSpace);
     // Overwrites and reads still work.
     t.write(5, b"over", false).unwrap();
     let mut b = [0u8; 4];
