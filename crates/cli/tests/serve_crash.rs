@@ -3,12 +3,16 @@
 //! metadata passes Debian's thin_check, and the volume registry and the
 //! pool agree without either being patched up by guesswork.
 
+#[path = "../../nbd/tests/common/raw.rs"]
+#[allow(dead_code)]
+mod raw;
 mod serve_common;
 
 use serve_common::*;
 use std::collections::BTreeSet;
 use std::process::{Command, Stdio};
 use std::time::Duration;
+use uthin_nbd::proto::{CMD_FLUSH, CMD_WRITE, FLAG_CAN_MULTI_CONN};
 
 /// A small deterministic generator for the kill times.
 fn next(seed: &mut u64) -> u64 {
@@ -58,6 +62,33 @@ fn kill_during_writes_keeps_flushed_data() {
             qemu_io(&s.uri("vol0"), &[&format!("read -P {r} {o} 1M")]);
         }
     }
+}
+
+/// Multi-connection flush semantics: a FLUSH on one connection makes the
+/// writes completed on another durable (the export says CAN_MULTI_CONN).
+#[test]
+fn flush_on_one_connection_covers_writes_on_another() {
+    let mut s = Served::small(&[]);
+    let (mut a, _, flags) = raw::Raw::open(&s.sock(), "vol0", false, false);
+    assert!(flags & FLAG_CAN_MULTI_CONN != 0);
+    let (mut b, _, _) = raw::Raw::open(&s.sock(), "vol0", false, false);
+    for (i, off) in [(1u64, 0u64), (2, 5 << 20), (3, (40 << 20) + 512)] {
+        a.request(CMD_WRITE, 0, i, off, 8192);
+        a.send(&vec![0x40 + i as u8; 8192]);
+        assert_eq!(a.simple(), (0, i));
+    }
+    b.request(CMD_FLUSH, 0, 9, 0, 0);
+    assert_eq!(b.simple(), (0, 9));
+    s.kill9();
+    s.restart();
+    qemu_io(
+        &s.uri("vol0"),
+        &[
+            "read -P 0x41 0 8k",
+            "read -P 0x42 5M 8k",
+            "read -P 0x43 41943552 8k",
+        ],
+    );
 }
 
 /// Thin device ids in the committed metadata, per Debian's thin_dump.
