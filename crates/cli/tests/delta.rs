@@ -80,8 +80,13 @@ fn metadata_snap() {
 fn bad_arguments_and_inputs() {
     let (dir, meta, _md) = pool();
     let m = meta.to_str().unwrap();
-    fails(uthin("delta").args(["--thin1", "1", m]), 2);
-    fails(uthin("delta").args(["--thin2", "1", m]), 2);
+    // A missing side fails after the input checks, as 1.x does.
+    let e = fails(uthin("delta").args(["--thin1", "1", m]), 64);
+    assert_eq!(e, "--thin2 or --root2 not specified\n");
+    let e = fails(uthin("delta").args(["--thin2", "1", m]), 64);
+    assert_eq!(e, "--thin1 or --root1 not specified\n");
+    let e = fails(uthin("delta").args(["--thin2", "1", "nowhere"]), 64);
+    assert_eq!(e, "Couldn't find input file 'nowhere'\n");
     fails(
         uthin("delta").args(["--thin1", "1", "--root1", "5", "--thin2", "2", m]),
         2,
@@ -100,7 +105,7 @@ fn bad_arguments_and_inputs() {
         uthin("delta").args(["-m", "--thin1", "1", "--thin2", "2", m]),
         64,
     );
-    assert!(e.contains("no metadata snapshot"), "{e}");
+    assert!(e.contains("no current metadata snap"), "{e}");
     for (path, msg) in bad_inputs(dir.path()) {
         let e = fails(
             tool(dir.path(), "thin_delta")

@@ -92,7 +92,7 @@ fn bad_arguments_and_inputs() {
     uthin("ls").arg("--help").assert().success();
     uthin("ls").arg("-V").assert().success();
     let e = fails(uthin("ls").arg("-m").arg(&meta), 64);
-    assert!(e.contains("no metadata snapshot"), "{e}");
+    assert!(e.contains("no current metadata snap"), "{e}");
     for (path, msg) in bad_inputs(dir.path()) {
         let e = fails(tool(dir.path(), "thin_ls").arg(&path), 64);
         assert!(e.contains(msg) && e.lines().count() == 1, "{path:?}: {e}");

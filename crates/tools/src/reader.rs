@@ -73,10 +73,9 @@ impl Reader {
         let live = Superblock::unpack(&*tm.read(MetaBlock(0), &SUPERBLOCK)?);
         let loc = match choice {
             SbChoice::Live => MetaBlock(0),
+            // 1.x's words (scripts match them).
             SbChoice::MetadataSnap if live.held_root == 0 => {
-                return Err(Error::msg(
-                    "no metadata snapshot is held (superblock held_root is 0)",
-                ))
+                return Err(Error::msg("no current metadata snap"))
             }
             SbChoice::MetadataSnap => MetaBlock(live.held_root),
             SbChoice::At(b) => MetaBlock(b),

@@ -81,6 +81,15 @@ impl Report {
         let _ = write!(std::io::stderr(), "\r{title} [{bar:<25}] {pct:>3}%");
     }
 
+    /// A phase title as 1.x prints it when stderr is not a terminal (its
+    /// "simple" report: one line); on a terminal the progress bar of
+    /// [`Report::start`] carries the title instead.
+    pub fn title(&self, title: &str) {
+        if !self.tty && !self.quiet {
+            eprintln!("{title}");
+        }
+    }
+
     /// A message on stderr unless quiet.
     pub fn info(&self, msg: &str) {
         if !self.quiet {

@@ -231,7 +231,7 @@ fn metadata_snapshots() {
         },
     )
     .unwrap_err();
-    assert!(e.to_string().contains("no metadata snapshot"), "{e}");
+    assert!(e.to_string().contains("no current metadata snap"), "{e}");
 }
 
 #[test]

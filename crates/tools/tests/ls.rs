@@ -222,7 +222,7 @@ fn metadata_snapshot_is_listed_as_it_was() {
     // No metadata snapshot held: a clear error.
     let q = mixed_pool();
     let e = ls::list(&q.meta, true, DEFAULT_FIELDS, &Report::silent()).unwrap_err();
-    assert!(e.to_string().contains("no metadata snapshot"), "{e}");
+    assert!(e.to_string().contains("no current metadata snap"), "{e}");
 }
 
 #[test]

@@ -40,14 +40,17 @@ fn side(cmd: clap::Command, n: u8) -> clap::Command {
             .value_parser(value_parser!(u64))
             .group(group),
     )
-    .group(ArgGroup::new(group).required(true))
+    // Not `required`: as 1.x, a missing side is reported after the input
+    // checks, as a failure (64) saying which.
+    .group(ArgGroup::new(group))
 }
 
-fn snap(m: &clap::ArgMatches, n: u8) -> Snap {
+fn snap(m: &clap::ArgMatches, n: u8) -> Result<Snap, String> {
     let [_, root, thin, ..] = names(n);
-    match m.get_one::<u64>(thin) {
-        Some(&id) => Snap::DevId(id),
-        None => Snap::Root(*m.get_one::<u64>(root).expect("group is required")),
+    match (m.get_one::<u64>(thin), m.get_one::<u64>(root)) {
+        (Some(&id), _) => Ok(Snap::DevId(id)),
+        (None, Some(&b)) => Ok(Snap::Root(b)),
+        (None, None) => Err(format!("--{thin} or --{root} not specified")),
     }
 }
 
@@ -83,12 +86,17 @@ pub fn main(args: Vec<OsString>) -> i32 {
         Err(code) => return code,
     };
     let input = m.get_one::<PathBuf>("INPUT").expect("required");
-    if let Err(e) = check_engine(&m).and_then(|_| check_input(input, true)) {
-        return fail(&e);
-    }
+    // 1.x's order: the input, then the two sides, then the engine.
+    let sides = check_input(input, true)
+        .and_then(|_| Ok((snap(&m, 1)?, snap(&m, 2)?)))
+        .and_then(|s| check_engine(&m).map(|_| s));
+    let (snap1, snap2) = match sides {
+        Ok(s) => s,
+        Err(e) => return fail(&e),
+    };
     let opts = DeltaOptions {
-        snap1: snap(&m, 1),
-        snap2: snap(&m, 2),
+        snap1,
+        snap2,
         verbose: m.get_flag("verbose"),
         metadata_snap: m.get_flag("metadata-snap"),
     };

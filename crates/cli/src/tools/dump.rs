@@ -120,8 +120,11 @@ pub fn main(args: Vec<OsString>) -> i32 {
         repair: a.repair,
         sb: match a.metadata_snap {
             None => SbChoice::Live,
-            Some(None) => SbChoice::MetadataSnap,
-            Some(Some(b)) => SbChoice::At(b),
+            // As 1.x: BLOCKNR is accepted and ignored; the snapshot is
+            // the one the superblock holds (none held: "no current
+            // metadata snap").  The library can still read one at a given
+            // block (`SbChoice::At`).
+            Some(_) => SbChoice::MetadataSnap,
         },
         dev_ids: (!a.dev_id.is_empty()).then(|| a.dev_id.clone()),
         skip_mappings: a.skip_mappings,

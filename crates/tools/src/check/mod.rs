@@ -117,6 +117,15 @@ impl Checker {
             ));
         }
         let sb = superblock::read(&disk, 0).map_err(Error::msg)?;
+        // As 1.x: with -m, a missing or unreadable snapshot fails before
+        // anything (TRANSACTION_ID included) is printed.
+        if opts.metadata_snap {
+            if sb.held_root == 0 {
+                return Err(Error::msg("no current metadata snap"));
+            }
+            superblock::read(&disk, sb.held_root)
+                .map_err(|e| Error::msg(format!("metadata snap: {e}")))?;
+        }
         Ok(Checker { disk, opts, sb })
     }
 

@@ -284,6 +284,7 @@ pub fn list_reader(r: &Reader, fields: &[Field], report: &Report) -> Result<List
         }
         let root_list: Vec<u64> = roots.values().copied().collect();
         let nr = nodes::NodeReader::new(r);
+        report.title("Scanning data mappings");
         report.start(
             "Scanning data mappings",
             live.metadata_sm_root.nr_allocated.max(1),
