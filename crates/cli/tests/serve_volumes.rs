@@ -223,3 +223,31 @@ fn bad_command_lines() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && err.contains("block size"), "{err}");
 }
+
+#[test]
+fn volume_over_an_external_origin() {
+    let s = Served::small(&[]);
+    let origin = s.tmp.path().join("golden.img");
+    pattern_file(&origin, 3 << 20, 11);
+    let out = s.cli(&["create", "clone", "--origin", origin.to_str().unwrap()]);
+    assert!(out.contains("created volume clone (3 MiB"), "{out}");
+    let uri = s.uri("clone");
+    assert_eq!(
+        read_volume(&uri, s.tmp.path(), "clone"),
+        pattern(3 << 20, 11)
+    );
+    // Writes land in the pool; the origin file is never written.
+    qemu_io(&uri, &["write -P 0x99 100000 5000", "flush"]);
+    let mut want = pattern(3 << 20, 11);
+    want[100000..105000].fill(0x99);
+    assert_eq!(read_volume(&uri, s.tmp.path(), "clone2"), want);
+    assert_eq!(std::fs::read(&origin).unwrap(), pattern(3 << 20, 11));
+    // Unwritten ranges read from the origin, so they are data, not holes.
+    let map = run(&["nbdinfo", "--map", &uri]);
+    assert!(!map.contains("hole"), "{map}");
+    let list = s.cli(&["list"]);
+    assert!(list.contains("origin="), "{list}");
+    // A snapshot shares the origin.
+    s.cli(&["snapshot", "clone", "clone-snap"]);
+    assert_eq!(read_volume(&s.uri("clone-snap"), s.tmp.path(), "cs"), want);
+}
