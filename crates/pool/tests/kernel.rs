@@ -123,6 +123,7 @@ fn kernel_reads_what_the_engine_wrote() {
         m5[off as usize..off as usize + s.len()].copy_from_slice(s);
     }
     pool.message("set_transaction_id 0 5").unwrap();
+    let engine_status = pool.status_line();
     for (id, t, m) in [(1, &t1, &m1), (2, &t2, &m2), (3, &t3, &m3), (5, &t5, &m5)] {
         assert_bytes(&read_all(t), m, &format!("engine read of volume {id}"));
         model.push((id, m.clone()));
@@ -152,9 +153,14 @@ echo KERNEL-DONE
     );
     let log = run_dmthin_vm(&meta, &data, &snippet, &[&out, &origin]);
     assert!(log.contains("KERNEL-DONE"), "{log}");
-    assert!(
-        log.contains("thin-pool 5 "),
-        "transaction id 5 in the status:\n{log}"
+    // The kernel's status line for the pool, word for word the engine's.
+    let kernel_status = log
+        .lines()
+        .find_map(|l| l.split_once(" thin-pool ").map(|(_, st)| st.trim()))
+        .unwrap_or_else(|| panic!("no pool status in the log:\n{log}"));
+    assert_eq!(
+        kernel_status, engine_status,
+        "pool status, kernel vs engine"
     );
     for (i, (id, m)) in model.iter().enumerate() {
         let got = read_file(&out, i as u64 * VOL, VOL);
@@ -219,6 +225,19 @@ echo KERNEL-DONE
     assert_eq!(pool.inspect_metadata(|md| md.transaction_id().unwrap()), 7);
     let t0 = pool.thin(DevId(0), None).unwrap();
     let t1 = pool.thin(DevId(1), None).unwrap();
+    // `dmsetup status` printed "<name>: 0 <len> <target> <status>": the
+    // engine's status lines for the pool and both volumes are the kernel's.
+    let kernel_status = |name: &str| {
+        log.lines()
+            .find_map(|l| l.trim().strip_prefix(&format!("{name}: 0 ")))
+            .and_then(|rest| rest.split_once(' '))
+            .and_then(|(_, rest)| rest.split_once(' '))
+            .map(|(_, st)| st.trim().to_string())
+            .unwrap_or_else(|| panic!("no status of {name} in the log:\n{log}"))
+    };
+    assert_eq!(kernel_status("pool"), pool.status_line(), "pool status");
+    assert_eq!(kernel_status("thin0"), t0.status_line(), "thin0 status");
+    assert_eq!(kernel_status("snap1"), t1.status_line(), "snap1 status");
     let k0 = read_file(&out, 0, VOL);
     let k1 = read_file(&out, VOL, VOL);
     assert!(
