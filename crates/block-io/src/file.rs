@@ -425,14 +425,64 @@ mod tests {
         assert!(after <= before, "{after} > {before}");
     }
 
-    /// Runs only when `UTHIN_TEST_BLOCKDEV` names a scratch block device (its
-    /// first 1 MiB is overwritten), e.g. a loop device.
+    /// A scratch block device: `UTHIN_TEST_BLOCKDEV` if set (its first MiB
+    /// is overwritten), else a loop device over an 8 MiB temporary file,
+    /// detached on drop (needs root, as the suite's installer does).
+    struct ScratchBlockDev {
+        path: PathBuf,
+        loop_dev: bool,
+        _dir: Option<tempfile::TempDir>,
+    }
+
+    impl ScratchBlockDev {
+        fn new() -> Self {
+            if let Some(p) = std::env::var_os("UTHIN_TEST_BLOCKDEV") {
+                return ScratchBlockDev {
+                    path: p.into(),
+                    loop_dev: false,
+                    _dir: None,
+                };
+            }
+            let dir = tempfile::tempdir().unwrap();
+            let img = dir.path().join("img");
+            File::create(&img).unwrap().set_len(8 << 20).unwrap();
+            let out = std::process::Command::new("losetup")
+                .args(["-f", "--show"])
+                .arg(&img)
+                .output();
+            let out = match out {
+                Ok(o) if o.status.success() => o,
+                r => panic!(
+                    "cannot set up a loop device for the block-device test ({r:?}): run \
+                     the tests as root, or set UTHIN_TEST_BLOCKDEV to a scratch block device"
+                ),
+            };
+            let path = PathBuf::from(String::from_utf8(out.stdout).unwrap().trim());
+            ScratchBlockDev {
+                path,
+                loop_dev: true,
+                _dir: Some(dir),
+            }
+        }
+    }
+
+    impl Drop for ScratchBlockDev {
+        fn drop(&mut self) {
+            if self.loop_dev {
+                let _ = std::process::Command::new("losetup")
+                    .arg("-d")
+                    .arg(&self.path)
+                    .status();
+            }
+        }
+    }
+
+    /// The block-device paths: size by seeking, `BLKDISCARD`, zeroes
+    /// written, no resizing.
     #[test]
-    fn block_device_from_env() {
-        let Some(p) = std::env::var_os("UTHIN_TEST_BLOCKDEV") else {
-            return;
-        };
-        let dev = FileDevice::open(&p, true).unwrap();
+    fn block_device() {
+        let scratch = ScratchBlockDev::new();
+        let dev = FileDevice::open(&scratch.path, true).unwrap();
         assert!(dev.is_block_device());
         let len = dev.len().unwrap();
         assert!(len >= 1 << 20 && len & 511 == 0, "{len}");
@@ -445,10 +495,19 @@ mod tests {
         let mut b = vec![0u8; 4096];
         dev.read_at(&mut b, 0).unwrap();
         assert!(b[..100].iter().all(|&x| x == 0x5a));
+        // Zeroes are written, exactly over the range.
+        dev.write_at(&vec![0x5a; 65536], 0).unwrap();
+        dev.write_zeroes(4096 + 7, 8192).unwrap();
+        let mut z = vec![1u8; 8192 + 2];
+        dev.read_at(&mut z, 4096 + 6).unwrap();
+        assert_eq!((z[0], z[8193]), (0x5a, 0x5a));
+        assert!(z[1..8193].iter().all(|&x| x == 0));
+        assert!(dev.write_zeroes(len - 100, 4096).is_err());
         let err = dev.read_at(&mut b, len - 100).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
         assert!(dev.write_at(&b, len - 100).is_err());
         assert!(dev.set_len(len * 2).is_err());
+        assert!(FileDevice::create(&scratch.path, 1 << 20).is_err());
     }
 
     #[test]
