@@ -150,10 +150,14 @@ impl Daemon {
                 .map_err(|e| Error::Other(format!("starting the size watcher: {e}")))?
         };
         banner.extend(connect_help(&names, &opts, &tcp_addrs, default.as_deref()));
+        let dir = if paths.dir == std::path::Path::new(crate::layout::DEFAULT_DIR) {
+            String::new()
+        } else {
+            format!(" --dir {}", paths.dir.display())
+        };
         banner.push(format!(
-            "manage volumes with `uthin create|snapshot|delete|list|status --dir {}` (control socket {})",
-            paths.dir.display(),
-            paths.control_socket().display()
+            "manage volumes: {} create|snapshot|delete|list|status ...{dir}",
+            program_name()
         ));
         Ok(Daemon {
             manager,
@@ -255,6 +259,24 @@ impl SizeWatch {
                 }
             }
         }
+    }
+}
+
+/// How to run this binary again: `uthin` when that is what the PATH finds,
+/// else its full path (e.g. `target/release/uthin` under `cargo run`).
+fn program_name() -> String {
+    let me = std::env::current_exe().ok();
+    let on_path = std::env::var_os("PATH").and_then(|p| {
+        std::env::split_paths(&p)
+            .map(|d| d.join("uthin"))
+            .find(|c| c.is_file())
+    });
+    match (me, on_path) {
+        (Some(me), Some(found)) if std::fs::canonicalize(&found).ok() == Some(me.clone()) => {
+            "uthin".into()
+        }
+        (Some(me), _) => me.display().to_string(),
+        _ => "uthin".into(),
     }
 }
 
