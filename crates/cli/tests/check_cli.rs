@@ -101,7 +101,6 @@ fn every_option_is_accepted() {
         vec!["--auto-repair"],
         vec!["-m"],
         vec!["--metadata-snap"],
-        vec!["--metadata-snapshot"],
         vec!["--override-mapping-root", &mapping],
         vec!["--override-details-root", &details],
         vec!["-v", "--io-engine", "sync"],
@@ -110,10 +109,15 @@ fn every_option_is_accepted() {
         let (code, _, stderr) = out(uthin().args(&s).arg("-q").arg(&p));
         assert_eq!(code, 0, "{s:?}: {stderr}");
     }
-    for v in ["-V", "--version", "-h", "--help"] {
+    for v in ["-h", "--help"] {
         let (code, stdout, _) = out(uthin().arg(v));
         assert_eq!(code, 0);
         assert!(stdout.contains("thin_check"), "{v}: {stdout}");
+    }
+    // The bare 1.x version, alone only (LVM parses it with "%u.%u.%u").
+    for v in ["-V", "--version"] {
+        assert_eq!(out(uthin().arg(v)), (0, "1.3.3\n".into(), String::new()));
+        assert_eq!(out(uthin().args([v, "-q"]).arg(&p)).0, 2);
     }
 }
 

@@ -88,11 +88,7 @@ fn help_and_version() {
         .stdout(contains("--data-block-size"))
         .stdout(contains("--nr-data-blocks"))
         .stdout(contains("--input"));
-    e.repair()
-        .arg("-V")
-        .assert()
-        .success()
-        .stdout(contains("thin_repair"));
+    e.repair().arg("-V").assert().success().stdout("1.3.3\n");
 }
 
 #[test]

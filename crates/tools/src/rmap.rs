@@ -25,21 +25,24 @@ use std::fmt;
 use std::ops::Range;
 use std::path::Path;
 
-/// Parses `BEGIN..END` (END > BEGIN) as 1.x does.
+/// Parses `BEGIN..END` (END > BEGIN) with 1.x's messages: the first
+/// number's parse error, "badly formed region" when there is no second
+/// number or a third part, the second number's parse error, then
+/// "end <= begin".
 pub fn parse_region(s: &str) -> std::result::Result<Range<u64>, String> {
-    let (b, e) = s
-        .split_once("..")
-        .ok_or_else(|| format!("badly formed region '{s}' (expected BEGIN..END)"))?;
-    let begin: u64 = b
-        .parse()
-        .map_err(|e| format!("badly formed region begin '{b}': {e}"))?;
-    let end: u64 = e
-        .parse()
-        .map_err(|e| format!("badly formed region end '{e}': {e}"))?;
+    let mut parts = s.split("..");
+    let num = |p: Option<&str>| -> std::result::Result<u64, String> {
+        p.ok_or_else(|| "badly formed region".to_string())?
+            .parse::<u64>()
+            .map_err(|e| e.to_string())
+    };
+    let begin = num(parts.next())?;
+    let end = num(parts.next())?;
+    if parts.next().is_some() {
+        return Err("badly formed region".into());
+    }
     if end <= begin {
-        return Err(format!(
-            "region end ({end}) must be greater than its begin ({begin})"
-        ));
+        return Err("end <= begin".into());
     }
     Ok(begin..end)
 }

@@ -327,7 +327,9 @@ fn verdicts_agree_with_1_1_0_on_damaged_metadata() {
 #[test]
 fn repairs_agree_with_1_1_0() {
     let dir = tempfile::tempdir().unwrap();
-    let cases: Vec<(&str, fn(&Path), &str)> = vec![
+    /// (what, the damage, the option that repairs it)
+    type Case = (&'static str, fn(&Path), &'static str);
+    let cases: Vec<Case> = vec![
         (
             "metadata leak",
             |p| {

@@ -18,67 +18,74 @@ pub const FAILURE: i32 = 64;
 #[derive(Parser, Debug)]
 #[command(
     name = "thin_check",
-    version,
     about = "Validates thin provisioning metadata on a device or file."
 )]
 struct Args {
-    /// Auto repair trivial issues.
-    #[arg(
+    #[arg(help = "Auto repair trivial issues.", 
         long = "auto-repair",
         conflicts_with_all = ["ignore_non_fatal", "metadata_snap", "override_mapping_root",
                               "override_details_root", "sb_only", "skip_mappings"]
     )]
     auto_repair: bool,
 
-    /// Clears the 'needs_check' flag in the superblock
-    #[arg(
+    #[arg(help = "Clears the 'needs_check' flag in the superblock", 
         long = "clear-needs-check-flag",
         conflicts_with_all = ["metadata_snap", "override_mapping_root", "override_details_root"]
     )]
     clear_needs_check: bool,
 
-    /// Only return a non-zero exit code if a fatal error is found.
-    #[arg(long = "ignore-non-fatal-errors")]
+    #[arg(
+        help = "Only return a non-zero exit code if a fatal error is found.",
+        long = "ignore-non-fatal-errors"
+    )]
     ignore_non_fatal: bool,
 
-    /// Check the metadata snapshot on a live pool
     #[arg(
+        help = "Check the metadata snapshot on a live pool",
         short = 'm',
-        long = "metadata-snap",
-        visible_alias = "metadata-snapshot"
+        long = "metadata-snap"
     )]
     metadata_snap: bool,
 
-    /// Suppress output messages, return only exit code.
-    #[arg(short = 'q', long = "quiet")]
+    #[arg(
+        help = "Suppress output messages, return only exit code.",
+        short = 'q',
+        long = "quiet"
+    )]
     quiet: bool,
 
-    /// Only check the superblock.
-    #[arg(long = "super-block-only")]
+    #[arg(help = "Only check the superblock.", long = "super-block-only")]
     sb_only: bool,
 
-    /// Don't check the mapping tree
-    #[arg(long = "skip-mappings")]
+    #[arg(help = "Don't check the mapping tree", long = "skip-mappings")]
     skip_mappings: bool,
 
-    /// Specify a mapping root to use
-    #[arg(long = "override-mapping-root", value_name = "BLOCKNR")]
+    #[arg(
+        help = "Specify a mapping root to use",
+        long = "override-mapping-root",
+        value_name = "BLOCKNR"
+    )]
     override_mapping_root: Option<u64>,
 
-    /// Specify a details root to use
-    #[arg(long = "override-details-root", value_name = "BLOCKNR")]
+    #[arg(
+        help = "Specify a details root to use",
+        long = "override-details-root",
+        value_name = "BLOCKNR"
+    )]
     override_details_root: Option<u64>,
 
-    /// Increase log verbosity (accepted for compatibility)
-    #[arg(short = 'v', action = ArgAction::Count, hide = true)]
+    #[arg(help = "Increase log verbosity (accepted for compatibility)", short = 'v', action = ArgAction::Count, hide = true)]
     verbose: u8,
 
-    /// Select an io engine to use (accepted for compatibility)
-    #[arg(long = "io-engine", value_name = "IO_ENGINE", hide = true)]
+    #[arg(
+        help = "Select an io engine to use (accepted for compatibility)",
+        long = "io-engine",
+        value_name = "IO_ENGINE",
+        hide = true
+    )]
     io_engine: Option<String>,
 
-    /// Specify the input device to check
-    #[arg(value_name = "INPUT")]
+    #[arg(help = "Specify the input device to check", value_name = "INPUT")]
     input: PathBuf,
 }
 
@@ -121,12 +128,9 @@ fn check_input(path: &Path) -> Result<(), String> {
 
 /// Entry point: `args[0]` is the program name.
 pub fn main(args: Vec<OsString>) -> i32 {
-    let a = match Args::try_parse_from(args) {
+    let a = match super::parse_derived::<Args>(args) {
         Ok(a) => a,
-        Err(e) => {
-            let _ = e.print();
-            return e.exit_code();
-        }
+        Err(code) => return code,
     };
     let report = Report::new(a.quiet);
     let fail = |msg: &str| {
@@ -134,7 +138,9 @@ pub fn main(args: Vec<OsString>) -> i32 {
         report.info(msg);
         FAILURE
     };
-    if let Err(msg) = check_input(&a.input) {
+    if let Err(msg) =
+        check_input(&a.input).and_then(|_| super::check_engine_name(a.io_engine.as_deref()))
+    {
         return fail(&msg);
     }
     let opts = CheckOptions {

@@ -32,10 +32,11 @@ fn side(cmd: clap::Command, n: u8) -> clap::Command {
     .arg(
         Arg::new(thin)
             .long(thin)
-            .visible_alias(alias)
+            .alias(alias)
             .value_name("DEV_ID")
+            // 1.x's help names the alias as its clap did.
             .help(format!(
-                "The numeric identifier for the {nth} thin volume to diff"
+                "The numeric identifier for the {nth} thin volume to diff [aliases: --{alias}]"
             ))
             .value_parser(value_parser!(u64))
             .group(group),
@@ -58,7 +59,6 @@ fn snap(m: &clap::ArgMatches, n: u8) -> Result<Snap, String> {
 pub fn main(args: Vec<OsString>) -> i32 {
     use clap::{Arg, ArgAction, Command};
     let cmd = Command::new("thin_delta")
-        .version(env!("CARGO_PKG_VERSION"))
         .about("Print the differences in the mappings between two thin devices")
         .arg(
             Arg::new("metadata-snap")

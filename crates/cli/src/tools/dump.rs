@@ -21,7 +21,6 @@ const EXIT_FAILURE: i32 = 64;
 #[derive(Parser)]
 #[command(
     name = "thin_dump",
-    version,
     about = "Dump thin-provisioning metadata to stdout in XML format",
     next_display_order = None
 )]
@@ -93,6 +92,12 @@ struct Args {
         help = "Override the transaction id if needed"
     )]
     transaction_id: Option<u64>,
+    /// 1.x's hidden `-v` (log verbosity): accepted, no effect.
+    #[arg(short = 'v', action = ArgAction::Count, hide = true)]
+    verbose: u8,
+    /// 1.x's hidden engine choice: checked, uthin has one engine.
+    #[arg(long = "io-engine", value_name = "IO_ENGINE", hide = true)]
+    io_engine: Option<String>,
     #[arg(long, value_name = "BLOCKNR", hide = true)]
     override_mapping_root: Option<u64>,
     #[arg(long, value_name = "BLOCKNR", hide = true)]
@@ -103,12 +108,9 @@ struct Args {
 
 /// Entry point: `args[0]` is the program name.
 pub fn main(args: Vec<OsString>) -> i32 {
-    let a = match Args::try_parse_from(args) {
+    let a = match super::parse_derived::<Args>(args) {
         Ok(a) => a,
-        Err(e) => {
-            let _ = e.print();
-            return e.exit_code();
-        }
+        Err(code) => return code,
     };
     let report = Report::new(a.quiet);
     let opts = DumpOptions {
@@ -138,6 +140,9 @@ pub fn main(args: Vec<OsString>) -> i32 {
     };
     let r = checks::check_input_file(&a.input)
         .and_then(|_| checks::check_file_not_tiny(&a.input))
+        .and_then(|_| {
+            super::check_engine_name(a.io_engine.as_deref()).map_err(uthin_tools::Error::msg)
+        })
         .and_then(|_| dump(&a.input, a.output.as_deref(), &opts, &report));
     match r {
         Ok(()) => 0,

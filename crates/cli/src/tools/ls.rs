@@ -16,7 +16,6 @@ use uthin_tools::report::Report;
 pub fn main(args: Vec<OsString>) -> i32 {
     use clap::{Arg, ArgAction, Command};
     let cmd = Command::new("thin_ls")
-        .version(env!("CARGO_PKG_VERSION"))
         .about("List thin volumes within a pool")
         .arg(
             Arg::new("no-headers")
@@ -36,10 +35,7 @@ pub fn main(args: Vec<OsString>) -> i32 {
                 .short('o')
                 .long("format")
                 .value_name("FIELDS")
-                .help(format!(
-                    "Give a comma separated list of fields to be output: {}",
-                    Field::all_names().collect::<Vec<_>>().join(", ")
-                ))
+                .help("Give a comma separated list of fields to be output")
                 .value_delimiter(',')
                 .value_parser(|s: &str| s.parse::<Field>()),
         )
@@ -87,10 +83,7 @@ pub(super) mod common {
     /// Parses `args`; on a bad argument (or --help/--version) prints what
     /// clap says and returns the exit code.
     pub fn parse(cmd: Command, args: Vec<OsString>) -> Result<ArgMatches, i32> {
-        cmd.try_get_matches_from(args).map_err(|e| {
-            let _ = e.print();
-            e.exit_code()
-        })
+        super::super::parse_args(cmd, args)
     }
 
     /// The hidden `--io-engine` option of 1.x (accepted; uthin has one engine).
@@ -111,11 +104,8 @@ pub(super) mod common {
 
     /// Checks the `--io-engine` value as 1.x does.
     pub fn check_engine(m: &ArgMatches) -> Result<(), String> {
-        match m.try_get_one::<String>("io-engine").ok().flatten() {
-            None => Ok(()),
-            Some(e) if ["sync", "spindle", "async"].contains(&e.as_str()) => Ok(()),
-            Some(e) => Err(format!("unknown io engine type '{e}'")),
-        }
+        let name = m.try_get_one::<String>("io-engine").ok().flatten();
+        super::super::check_engine_name(name.map(String::as_str))
     }
 
     /// 1.x's input checks: the file exists and is a regular file or a block

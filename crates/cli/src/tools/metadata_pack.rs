@@ -10,7 +10,6 @@ use uthin_tools::report::Report;
 pub fn main(args: Vec<OsString>) -> i32 {
     use clap::{Arg, ArgAction, Command};
     let cmd = Command::new("thin_metadata_pack")
-        .version(env!("CARGO_PKG_VERSION"))
         .about("Produces a compressed file of thin metadata.  Only packs metadata blocks that are actually used.")
         .arg(
             Arg::new("force")

@@ -13,7 +13,6 @@ pub fn main(args: Vec<OsString>) -> i32 {
     use clap::builder::PossibleValuesParser;
     use clap::{value_parser, Arg, Command};
     let cmd = Command::new("thin_metadata_size")
-        .version(env!("CARGO_PKG_VERSION"))
         .about("Estimate the size of the metadata device needed for a given configuration.")
         .arg(
             Arg::new("numeric-only")

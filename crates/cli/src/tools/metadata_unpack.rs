@@ -10,7 +10,6 @@ use uthin_tools::report::Report;
 pub fn main(args: Vec<OsString>) -> i32 {
     use clap::{Arg, ArgAction, Command};
     let cmd = Command::new("thin_metadata_unpack")
-        .version(env!("CARGO_PKG_VERSION"))
         .about("Unpack a compressed file of thin metadata.")
         .arg(
             Arg::new("force")

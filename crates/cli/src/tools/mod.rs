@@ -21,6 +21,63 @@ use std::ffi::OsString;
 /// A tool's entry point: `args[0]` is the program name.
 pub type ToolMain = fn(Vec<OsString>) -> i32;
 
+/// What `-V`/`--version` prints: the thin-provisioning-tools release whose
+/// options, output and exit codes the tools reproduce.  Bare, as 1.x prints
+/// it since 1.0.12: LVM reads it with `"%u.%u.%u"` to decide which options
+/// `thin_check` takes.
+pub const TOOLS_VERSION: &str = "1.3.3";
+
+/// 1.x's check of the hidden `--io-engine` option: `sync` and `spindle`
+/// (and `async`, which 1.x builds with io_uring take; uthin has one engine
+/// and takes every name 1.x defines), anything else fails.
+pub fn check_engine_name(name: Option<&str>) -> Result<(), String> {
+    match name {
+        None | Some("sync" | "spindle" | "async") => Ok(()),
+        Some(e) => Err(format!("unknown io engine type '{e}'")),
+    }
+}
+
+/// 1.x's `-V/--version`: allowed only alone (clap's `exclusive`, so the
+/// required arguments are not asked for).
+pub fn version_arg() -> clap::Arg {
+    clap::Arg::new("version")
+        .short('V')
+        .long("version")
+        .help("Print version")
+        .exclusive(true)
+        .action(clap::ArgAction::SetTrue)
+}
+
+/// Parses `args` with `cmd` (its own version flag replaced by
+/// [`version_arg`]); on a bad argument, `--help` or `--version`, prints
+/// what 1.x prints and returns the exit code.  Options are listed in the
+/// help in alphabetical order, as 1.x lists them.
+pub fn parse_args(cmd: clap::Command, args: Vec<OsString>) -> Result<clap::ArgMatches, i32> {
+    let m = cmd
+        .next_display_order(None)
+        .mut_args(|a| a.display_order(None))
+        .disable_version_flag(true)
+        .arg(version_arg())
+        .try_get_matches_from(args)
+        .map_err(|e| {
+            let _ = e.print();
+            e.exit_code()
+        })?;
+    if m.get_flag("version") {
+        return Err(ls::common::print(&format!("{TOOLS_VERSION}\n")));
+    }
+    Ok(m)
+}
+
+/// [`parse_args`] for the tools whose options are a `clap::Parser`.
+pub fn parse_derived<T: clap::Parser>(args: Vec<OsString>) -> Result<T, i32> {
+    let m = parse_args(T::command(), args)?;
+    T::from_arg_matches(&m).map_err(|e| {
+        let _ = e.print();
+        e.exit_code()
+    })
+}
+
 /// (program name, subcommand, entry point) of every tool.
 pub const TOOLS: &[(&str, &str, ToolMain)] = &[
     ("thin_check", "check", check::main),

@@ -17,7 +17,6 @@ const EXIT_FAILURE: i32 = 64;
 
 fn cli() -> Command {
     Command::new("thin_repair")
-        .version(env!("CARGO_PKG_VERSION"))
         .about("Repair thin-provisioning metadata, and write it to different device or file")
         .arg(
             Arg::new("QUIET")
@@ -106,11 +105,9 @@ fn check_output(p: &Path) -> Result<(), String> {
         std::io::ErrorKind::NotFound => format!("Couldn't find output file '{}'", p.display()),
         _ => format!("Invalid output file: {e}"),
     })?;
+    // 1.x's words (its file_size fails that way).
     if !(md.is_file() || is_block_device(&md)) {
-        return Err(format!(
-            "Not a block device or regular file '{}'.",
-            p.display()
-        ));
+        return Err("Invalid output file: Not a block device or regular file".into());
     }
     let len = device_len(p).map_err(|e| format!("Invalid output file: {e}"))?;
     if len < 40960 {
@@ -131,12 +128,9 @@ fn device_len(p: &Path) -> std::io::Result<u64> {
 
 /// Entry point: `args[0]` is the program name.
 pub fn main(args: Vec<OsString>) -> i32 {
-    let m = match cli().try_get_matches_from(args) {
+    let m = match super::parse_args(cli(), args) {
         Ok(m) => m,
-        Err(e) => {
-            let _ = e.print();
-            return e.exit_code();
-        }
+        Err(code) => return code,
     };
     let quiet = m.get_flag("QUIET");
     let fail = |msg: String| {
@@ -147,7 +141,11 @@ pub fn main(args: Vec<OsString>) -> i32 {
     };
     let input = m.get_one::<PathBuf>("INPUT").expect("required");
     let output = m.get_one::<PathBuf>("OUTPUT").expect("required");
-    if let Err(msg) = check_input(input).and_then(|_| check_output(output)) {
+    let engine = m.get_one::<String>("IO_ENGINE").map(String::as_str);
+    if let Err(msg) = check_input(input)
+        .and_then(|_| check_output(output))
+        .and_then(|_| super::check_engine_name(engine))
+    {
         return fail(msg);
     }
     let opts = RepairOptions {

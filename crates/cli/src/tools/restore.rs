@@ -19,7 +19,6 @@ const EXIT_FAILURE: i32 = 64;
 #[derive(Parser)]
 #[command(
     name = "thin_restore",
-    version,
     about = "Convert XML format metadata to binary.",
     next_display_order = None
 )]
@@ -57,16 +56,19 @@ struct Args {
         help = "Override the transaction id if needed"
     )]
     transaction_id: Option<u64>,
+    /// 1.x's hidden `-v` (log verbosity): accepted, no effect.
+    #[arg(short = 'v', action = clap::ArgAction::Count, hide = true)]
+    verbose: u8,
+    /// 1.x's hidden engine choice: checked, uthin has one engine.
+    #[arg(long = "io-engine", value_name = "IO_ENGINE", hide = true)]
+    io_engine: Option<String>,
 }
 
 /// Entry point: `args[0]` is the program name.
 pub fn main(args: Vec<OsString>) -> i32 {
-    let a = match Args::try_parse_from(args) {
+    let a = match super::parse_derived::<Args>(args) {
         Ok(a) => a,
-        Err(e) => {
-            let _ = e.print();
-            return e.exit_code();
-        }
+        Err(code) => return code,
     };
     let report = Report::new(a.quiet);
     let overrides = SuperblockOverrides {
@@ -76,6 +78,9 @@ pub fn main(args: Vec<OsString>) -> i32 {
     };
     let r = checks::check_input_file(&a.input)
         .and_then(|_| checks::check_output_file(&a.output))
+        .and_then(|_| {
+            super::check_engine_name(a.io_engine.as_deref()).map_err(uthin_tools::Error::msg)
+        })
         .and_then(|_| restore(&a.input, &a.output, overrides, &report));
     match r {
         Ok(()) => 0,

@@ -12,7 +12,6 @@ use uthin_tools::rmap::{parse_region, rmap};
 pub fn main(args: Vec<OsString>) -> i32 {
     use clap::{Arg, ArgAction, Command};
     let cmd = Command::new("thin_rmap")
-        .version(env!("CARGO_PKG_VERSION"))
         .about("Output reverse map of a thin provisioned region of blocks")
         .arg(
             Arg::new("region")

@@ -1,12 +1,14 @@
 //! thin_trim command line (1.x options): `thin_trim [-q] --metadata-dev FILE
-//! --data-dev FILE`.  Exit 65 (1.x's code) when the metadata is damaged,
-//! 64 for other failures.
+//! --data-dev FILE`.  As 1.x, a full thin_check runs first and prints its
+//! report (`TRANSACTION_ID=` on stdout, the phases on stderr).  Exit 65
+//! (1.x's code) when the metadata is damaged, 64 for other failures.
 
 use super::ls::common::{
     check_engine, check_input, engine_arg, parse, verbose_arg, EXIT_DATAERR, EXIT_FAILURE,
 };
 use std::ffi::OsString;
 use std::path::PathBuf;
+use uthin_tools::check::{CheckOptions, Checker};
 use uthin_tools::report::Report;
 use uthin_tools::trim::{trim, TrimError};
 
@@ -22,7 +24,6 @@ pub fn main(args: Vec<OsString>) -> i32 {
             .value_parser(clap::value_parser!(PathBuf))
     };
     let cmd = Command::new("thin_trim")
-        .version(env!("CARGO_PKG_VERSION"))
         .about("Issue discard requests for free pool space (offline tool).")
         .arg(
             Arg::new("quiet")
@@ -55,11 +56,31 @@ pub fn main(args: Vec<OsString>) -> i32 {
         return EXIT_FAILURE;
     }
     let report = Report::new(quiet);
+    // As 1.x: a full thin_check first, printing its report (the
+    // TRANSACTION_ID lines, the phase titles, the problems); if it fails,
+    // nothing is discarded.
+    let words = "metadata contains errors (run thin_check for details).\nperhaps you need to run thin_repair.";
+    match Checker::open_path(meta, CheckOptions::default()) {
+        Err(_) => {
+            say(words);
+            return EXIT_DATAERR;
+        }
+        Ok(c) => {
+            if !quiet {
+                println!("TRANSACTION_ID={}", c.transaction_id());
+                println!("METADATA_FREE_BLOCKS={}", c.metadata_free_blocks());
+            }
+            if !c.run(&report).passed() {
+                say(words);
+                return EXIT_DATAERR;
+            }
+        }
+    }
     match trim(meta, data, &report) {
         Ok(_) => 0,
         Err(TrimError::Metadata(e)) => {
             say(&e.to_string());
-            say("metadata contains errors (run thin_check for details).\nperhaps you need to run thin_repair.");
+            say(words);
             EXIT_DATAERR
         }
         Err(TrimError::Other(e)) => {

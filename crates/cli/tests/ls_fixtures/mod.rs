@@ -91,7 +91,10 @@ pub fn bad_inputs(dir: &Path) -> Vec<(PathBuf, &'static str)> {
         (dir.join("missing"), "Couldn't find input file"),
         (dir.to_path_buf(), "Not a block device or regular file"),
         (tiny, "too small"),
-        (junk, "not a thin-pool superblock"),
-        (zero, "block 0 is all zeroes"),
+        (junk, "bad checksum in superblock (block 0, stored "),
+        (
+            zero,
+            "bad checksum in superblock (block 0 is all zeroes: not formatted metadata?)",
+        ),
     ]
 }

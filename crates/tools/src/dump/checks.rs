@@ -61,11 +61,11 @@ pub fn check_file_not_tiny(path: &Path) -> Result<()> {
 pub fn check_output_file(path: &Path) -> Result<()> {
     match is_file_or_blk(path) {
         Ok(true) => {}
+        // 1.x's words (its file_size fails that way).
         Ok(false) => {
-            return Err(Error::msg(format!(
-                "Not a block device or regular file '{}'.",
-                path.display()
-            )))
+            return Err(Error::msg(
+                "Invalid output file: Not a block device or regular file",
+            ))
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Err(Error::msg(format!(

@@ -77,7 +77,30 @@ pub struct Metadata {
 
 /// Opens metadata for a dump; a bad superblock says so in 1.x's words.
 pub fn open(path: &Path, choice: SbChoice) -> Result<Reader> {
-    Reader::open(path, choice, 1024).map_err(superblock_error)
+    Reader::open(path, choice, 1024).map_err(|e| superblock_error_at(path, e))
+}
+
+/// [`superblock_error`], saying also when block 0 of `path` is all zeroes
+/// (not formatted metadata).
+pub fn superblock_error_at(path: &Path, e: Error) -> Error {
+    match &e {
+        Error::Pdata(uthin_pdata::Error::Corrupt {
+            what: "superblock",
+            blk,
+            ..
+        }) if blk.0 == 0 && block0_is_zero(path) => Error::msg(
+            "bad checksum in superblock (block 0 is all zeroes: not formatted metadata?)",
+        ),
+        _ => superblock_error(e),
+    }
+}
+
+fn block0_is_zero(path: &Path) -> bool {
+    use std::os::unix::fs::FileExt;
+    let mut b = vec![0u8; uthin_block_io::BLOCK_SIZE];
+    std::fs::File::open(path)
+        .and_then(|f| f.read_exact_at(&mut b, 0))
+        .is_ok_and(|_| b.iter().all(|&x| x == 0))
 }
 
 /// Rewords superblock failures as 1.x does ("bad checksum in superblock").

@@ -209,37 +209,11 @@ fn live_superblock(r: &Reader) -> Result<Superblock> {
     Ok(Superblock::unpack(&*r.tm.read(MetaBlock(0), &SUPERBLOCK)?))
 }
 
-/// Opens metadata for the read-only tools, saying plainly when block 0 (or
-/// the metadata snapshot's copy) is not a superblock.
+/// Opens metadata for the read-only tools; a block that is not a
+/// superblock fails in 1.x's words, "bad checksum in superblock", with
+/// what uthin saw in brackets ([`crate::dump::superblock_error_at`]).
 pub fn open_metadata(path: &Path, choice: SbChoice) -> Result<Reader> {
-    Reader::open(path, choice, 1024).map_err(|e| match e {
-        Error::Pdata(uthin_pdata::Error::Corrupt {
-            what: "superblock",
-            blk,
-            why,
-        }) => {
-            if blk.0 == 0 && block0_is_zero(path) {
-                Error::msg(format!(
-                    "{}: no superblock: block 0 is all zeroes (not formatted metadata?)",
-                    path.display()
-                ))
-            } else {
-                Error::msg(format!(
-                    "{}: not a thin-pool superblock at block {blk}: {why}",
-                    path.display()
-                ))
-            }
-        }
-        e => e,
-    })
-}
-
-fn block0_is_zero(path: &Path) -> bool {
-    use std::os::unix::fs::FileExt;
-    let mut b = vec![0u8; uthin_block_io::BLOCK_SIZE];
-    std::fs::File::open(path)
-        .and_then(|f| f.read_exact_at(&mut b, 0))
-        .is_ok_and(|_| b.iter().all(|&x| x == 0))
+    Reader::open(path, choice, 1024).map_err(|e| crate::dump::superblock_error_at(path, e))
 }
 
 /// Lists the devices of the metadata at `path` (its metadata snapshot if
