@@ -782,3 +782,87 @@ fn deep_errors_as_1x() {
         assert_eq!(u.stderr.lines().count(), 1, "{}", u.stderr);
     }
 }
+
+/// What 1.1.0 says about a metadata file: its superblock and device
+/// details, and every mapping by data block (`thin_rmap` does not depend
+/// on how the trees share leaves).
+fn contents(meta: &Path) -> String {
+    let run = |args: &[&str]| {
+        let o = Command::new(tpt1(args[0]))
+            .args(&args[1..])
+            .arg(meta)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8(o.stdout).unwrap()
+    };
+    run(&["thin_dump", "--skip-mappings"]) + &run(&["thin_rmap", "--region", "0..300000"])
+}
+
+/// thin_restore's and thin_repair's options, and pack/unpack's -f: the same
+/// output and exit code, and metadata with the same contents.
+#[test]
+fn restore_repair_pack_options_as_1x() {
+    let f = Fixtures::new();
+    let overrides: &[&[&str]] = &[
+        &[],
+        &["-q"],
+        &["--quiet", "--transaction-id", "100"],
+        &["--data-block-size", "256"],
+        &["--nr-data-blocks", "200000"],
+        &["--transaction-id", "3", "--nr-data-blocks", "5"],
+    ];
+    for (tool, input) in [("thin_restore", "x.xml"), ("thin_repair", "thins")] {
+        for o in overrides {
+            let mut args = vec!["-i", input, "-o", "out.meta"];
+            args.extend_from_slice(o);
+            let (u, t) = f.both(tool, &args, &[]);
+            let what = format!("{tool} {args:?}");
+            assert_eq!(u, t, "{what}");
+            let (du, dt) = (f.dir.path().join("u"), f.dir.path().join("t"));
+            assert_same(
+                &what,
+                &contents(&du.join("out.meta")),
+                &contents(&dt.join("out.meta")),
+            );
+        }
+    }
+    // pack/unpack onto outputs that exist (and, for unpack, hold metadata):
+    // with -f they are overwritten; without, unpack asks (stdin is empty:
+    // not overwritten).
+    std::fs::copy(
+        f.dir.path().join("src/thins"),
+        f.dir.path().join("src/thins.copy"),
+    )
+    .unwrap();
+    for args in [
+        &["-i", "thins", "-o", "junk", "-f"][..],
+        &["-i", "thins", "-o", "junk"],
+        &["--input", "held", "--output", "tiny", "--force"],
+    ] {
+        f.same_with("thin_metadata_pack", args, &["junk", "tiny"], |_, _| {});
+    }
+    let pack = Command::new(tpt1("thin_metadata_pack"))
+        .args(["-i", "held", "-o", "held.pack"])
+        .current_dir(f.dir.path().join("src"))
+        .output()
+        .unwrap();
+    assert!(pack.status.success());
+    for args in [
+        &["-i", "held.pack", "-o", "thins.copy"][..],
+        &["-i", "held.pack", "-o", "thins.copy", "-f"],
+        &["--input", "held.pack", "--output", "zero", "--force"],
+        &["-i", "held.pack", "-o", "out.meta"],
+    ] {
+        f.same_with(
+            "thin_metadata_unpack",
+            args,
+            &["thins.copy", "zero"],
+            |_, _| {},
+        );
+    }
+}

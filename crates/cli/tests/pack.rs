@@ -70,7 +70,12 @@ fn overwrite_question_and_force() {
             .write_stdin("n\n"),
         64,
     );
-    assert_eq!(e, "Output file not overwritten\n");
+    // The question and the answer on stderr, as 1.x.
+    assert_eq!(
+        e,
+        "The destination appears to already contain metadata, are you sure? [y/n]: \
+         Output file not overwritten\n"
+    );
     uthin("metadata-unpack")
         .arg("-i")
         .arg(&pk)
@@ -79,7 +84,8 @@ fn overwrite_question_and_force() {
         .write_stdin("y\n")
         .assert()
         .success()
-        .stdout(predicates::str::contains(
+        .stdout("")
+        .stderr(predicates::str::contains(
             "appears to already contain metadata",
         ));
     uthin("metadata-unpack")
@@ -99,7 +105,11 @@ fn overwrite_question_and_force() {
             .write_stdin(""),
         64,
     );
-    assert_eq!(e, "Output file not overwritten\n");
+    assert_eq!(
+        e,
+        "The destination appears to already contain metadata, are you sure? [y/n]: \
+         Output file not overwritten\n"
+    );
     uthin("metadata-pack")
         .args(["--force", "-i"])
         .arg(&meta)

@@ -159,8 +159,9 @@ pub(super) mod common {
         if force || !uthin_tools::pack::holds_metadata(path) {
             return Ok(());
         }
-        print!("The destintation appears to already contain metadata, are you sure? [y/n]: ");
-        let _ = std::io::stdout().flush();
+        // On stderr, as 1.x asks (stdout may be a pipe).
+        eprint!("The destination appears to already contain metadata, are you sure? [y/n]: ");
+        let _ = std::io::stderr().flush();
         let mut answer = String::new();
         let _ = std::io::stdin().read_line(&mut answer);
         let a = answer.trim_end().to_lowercase();
