@@ -4,7 +4,9 @@
 //! Threads take turns as the reader (leader/follower): the thread holding
 //! the reader lock reads one whole request (header and WRITE payload),
 //! releases the lock, and executes it while the next thread reads the next
-//! request; replies go out under the writer lock, in completion order.  A
+//! request; replies go out under the writer lock, in completion order
+//! (small replies that find the writer busy are queued and sent by its
+//! holder, several in one write).  A
 //! thread that finds no other thread waiting to read starts one more (up to
 //! the limit), so a client with 32 requests in flight gets parallel
 //! execution, an idle connection costs one blocked thread, and a busy one
@@ -25,13 +27,15 @@ use crate::wire::{Request, REQUEST_LEN};
 use std::io::{self, BufReader, Read, Write};
 use std::net::Shutdown;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::thread;
 
 /// Read buffer of a connection: holds many small request headers.
 const READ_BUF: usize = 64 << 10;
 /// Payloads above this take a grant from the byte budget.
 const GRANT_MIN: u32 = 64 << 10;
+/// Replies up to this size may be queued for another thread to send.
+const COALESCE_MAX: usize = 64 << 10;
 /// Buffers above this are freed after their request.
 const KEEP_BUF: usize = (4 << 20) + 64;
 
@@ -43,6 +47,9 @@ struct Conn<S: Stream> {
     stream: Arc<S>,
     reader: Mutex<BufReader<Reader<S>>>,
     writer: Mutex<Writer<S>>,
+    /// Small replies of threads that found the writer busy; whoever holds
+    /// the writer sends them (in one write) before letting it go.
+    queued: Mutex<Vec<u8>>,
     /// Set once nobody must read any more (DISC, EOF, error, shutdown).
     closing: AtomicBool,
     /// Live threads of this connection.
@@ -136,6 +143,7 @@ fn haggle<S: Stream>(
         stream,
         reader: Mutex::new(reader),
         writer: Mutex::new(writer),
+        queued: Mutex::new(Vec::new()),
         closing: AtomicBool::new(false),
         threads: AtomicUsize::new(1),
         readers: AtomicUsize::new(0),
@@ -237,7 +245,7 @@ fn worker<S: Stream>(conn: Arc<Conn<S>>) {
             conn.spawn_helper();
         }
         let n = conn.session.execute(&req, &payload[..plen], &mut out);
-        let sent = lock(&conn.writer).write_all(&out[..n]);
+        let sent = conn.send_reply(&out[..n]);
         drop(grant);
         if let Err(e) = sent {
             log::debug!("{}: reply failed: {e}", conn.peer);
@@ -294,6 +302,43 @@ impl<S: Stream> Conn<S> {
             }
             CMD_READ => Ok(Incoming::Request(req, 0, grant(req.length))),
             _ => Ok(Incoming::Request(req, 0, None)),
+        }
+    }
+
+    /// Sends one reply.  A small reply is queued when the writer is busy
+    /// (its holder sends the queue before releasing it), so replies
+    /// completing together go out in one write and no thread sleeps on the
+    /// writer for them; a large one waits for the writer.
+    fn send_reply(&self, reply: &[u8]) -> io::Result<()> {
+        let mut w = if reply.len() <= COALESCE_MAX {
+            lock(&self.queued).extend_from_slice(reply);
+            match self.writer.try_lock() {
+                Ok(w) => w,
+                Err(TryLockError::Poisoned(e)) => e.into_inner(),
+                // The holder sends it (see below).
+                Err(TryLockError::WouldBlock) => return Ok(()),
+            }
+        } else {
+            let mut w = lock(&self.writer);
+            w.write_all(reply)?;
+            w
+        };
+        loop {
+            let batch = std::mem::take(&mut *lock(&self.queued));
+            if !batch.is_empty() {
+                w.write_all(&batch)?;
+            }
+            drop(w);
+            // Queued after the take: its thread found the writer busy, so
+            // look again now that it is free.
+            if lock(&self.queued).is_empty() {
+                return Ok(());
+            }
+            w = match self.writer.try_lock() {
+                Ok(w) => w,
+                Err(TryLockError::Poisoned(e)) => e.into_inner(),
+                Err(TryLockError::WouldBlock) => return Ok(()),
+            };
         }
     }
 
