@@ -153,6 +153,7 @@ fn fio_crc32c_two_connections() {
             "--numjobs=2",
             "--iodepth=32",
             "--verify=crc32c",
+            "--verify_state_save=0",
             "--verify_fatal=1",
             "--group_reporting",
             "--output-format=terse",

@@ -61,6 +61,7 @@ fn fio(uri: &str, extra: &[&str]) -> Command {
         "--numjobs=2",
         "--iodepth=16",
         "--verify=crc32c",
+        "--verify_state_save=0",
         "--do_verify=0",
     ]);
     c.args(extra);

@@ -22,6 +22,7 @@ fn fio_verify(uri: &str, rw: &str, bs: &str) {
         "--numjobs=2",
         "--iodepth=32",
         "--verify=crc32c",
+        "--verify_state_save=0",
         "--verify_fatal=1",
         "--group_reporting",
         "--output-format=terse",
