@@ -32,8 +32,10 @@ fn main() {
     let snaps = devices.min(8);
     let t = Instant::now();
     let _ = std::fs::remove_file(&out);
-    // Generous sparse metadata: ~5 KiB per 1000 mappings plus slack.
-    let meta_bytes = ((devices * per_dev + snaps * per_dev / 2) * 6 + (64 << 20)).min(15 << 30);
+    // Generous sparse metadata: leaves filled in ascending order split
+    // half full (16 bytes a mapping in a full leaf), so 40 bytes a mapping
+    // plus slack; the format caps the device just under 16 GiB.
+    let meta_bytes = ((devices * per_dev + snaps * per_dev / 2) * 40 + (64 << 20)).min(15 << 30);
     let dev = Arc::new(FileDevice::create(&out, meta_bytes).expect("create metadata file"));
     let mut opts = OpenOptions::new(128);
     opts.cache_blocks = 65536;
