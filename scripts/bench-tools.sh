@@ -37,7 +37,9 @@ for t in thin_check thin_dump thin_restore thin_ls; do
 done
 meta="$dir/bench-$devices-$per_dev.meta"
 if [ ! -s "$meta" ]; then
-  "$target/release/examples/gen_bench_metadata" "$meta" "$devices" "$per_dev"
+  # Generated under another name: an interrupted run leaves no image to reuse.
+  "$target/release/examples/gen_bench_metadata" "$meta.partial" "$devices" "$per_dev"
+  mv "$meta.partial" "$meta"
 fi
 size=$(stat -c %s "$meta")
 
