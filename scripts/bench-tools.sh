@@ -46,9 +46,11 @@ size=$(stat -c %s "$meta")
 # run CMD...: prints "seconds peak_kib" (the command's output discarded;
 # time's report goes to a file, -o, so it is not discarded with it); a
 # failing command is reported on stderr.  runsh 'SHELL COMMAND' for
-# commands that redirect their own output.
+# commands that redirect their own output.  Dirty pages of the previous run
+# are written back first, so no run pays for another's writeback.
 run() {
   local rc=0
+  sync
   /usr/bin/time -f '%e %M' -o "$dir/time.out" "$@" >/dev/null 2>&1 || rc=$?
   [ "$rc" = 0 ] || echo "bench-tools: exit $rc: $*" >&2
   tail -1 "$dir/time.out"
