@@ -33,7 +33,10 @@ struct Cell {
     waiting_writers: u32,
 }
 
+/// One shard, on cache lines of its own (threads working on different
+/// shards do not bounce a shared line).
 #[derive(Default)]
+#[repr(align(128))]
 struct Shard {
     map: Mutex<FxMap<Key, Cell>>,
     cv: Condvar,

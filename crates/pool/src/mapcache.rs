@@ -57,9 +57,14 @@ struct Entry {
     snap_time: u32,
 }
 
+/// One shard, on cache lines of its own (threads working on different
+/// shards do not bounce a shared line).
+#[repr(align(128))]
+struct Shard(Mutex<FxMap<(u64, u64), Entry>>);
+
 /// The cache.
 pub(crate) struct MapCache {
-    shards: Vec<Mutex<FxMap<(u64, u64), Entry>>>,
+    shards: Vec<Shard>,
     per_shard: usize,
 }
 
@@ -67,13 +72,13 @@ impl MapCache {
     /// A cache of about `capacity` entries (0 disables it).
     pub(crate) fn new(capacity: usize) -> Self {
         MapCache {
-            shards: (0..SHARDS).map(|_| Mutex::new(FxMap::default())).collect(),
+            shards: (0..SHARDS).map(|_| Shard(Mutex::new(FxMap::default()))).collect(),
             per_shard: capacity.div_ceil(SHARDS),
         }
     }
 
     fn shard(&self, dev: DevId, v: VirtBlock) -> &Mutex<FxMap<(u64, u64), Entry>> {
-        &self.shards[shard_of(dev.0, v.0, SHARDS)]
+        &self.shards[shard_of(dev.0, v.0, SHARDS)].0
     }
 
     /// The cached lookup of `v`, if filled at snapshot time `snap_time`.
@@ -122,14 +127,14 @@ impl MapCache {
     /// Forgets every entry of `dev`.
     pub(crate) fn remove_dev(&self, dev: DevId) {
         for s in &self.shards {
-            s.lock().retain(|k, _| k.0 != dev.0);
+            s.0.lock().retain(|k, _| k.0 != dev.0);
         }
     }
 
     /// Forgets everything.
     pub(crate) fn clear(&self) {
         for s in &self.shards {
-            s.lock().clear();
+            s.0.lock().clear();
         }
     }
 }
@@ -152,7 +157,7 @@ mod tests {
         for v in 0..10_000 {
             c.put(DevId(1), VirtBlock(v), l, 4);
         }
-        let n: usize = c.shards.iter().map(|s| s.lock().len()).sum();
+        let n: usize = c.shards.iter().map(|s| s.0.lock().len()).sum();
         assert!(n <= SHARDS * 2, "{n}");
         c.remove_dev(DevId(1));
         assert_eq!(c.get(DevId(1), VirtBlock(9999), 4), None);
