@@ -18,6 +18,22 @@ fn mode(s: &Served) -> String {
     j["mode"].as_str().unwrap().to_string()
 }
 
+/// A pool of 64 data blocks (4 MiB) with a 64 MiB first volume.
+fn tiny(extra: &[&str]) -> Served {
+    let mut a = vec![
+        "--data-size",
+        "4M",
+        "--metadata-size",
+        "8M",
+        "--first-volume-size",
+        "64M",
+        "--listen",
+        "none",
+    ];
+    a.extend_from_slice(extra);
+    Served::start(&a)
+}
+
 fn grow(path: &std::path::Path, bytes: u64) {
     std::fs::OpenOptions::new()
         .write(true)
@@ -73,17 +89,7 @@ fn low_water_hook_grows_the_data_file() {
 
 #[test]
 fn error_if_no_space_fails_writes_until_the_file_grows() {
-    let s = Served::start(&[
-        "--data-size",
-        "4M",
-        "--metadata-size",
-        "8M",
-        "--first-volume-size",
-        "64M",
-        "--listen",
-        "none",
-        "--error-if-no-space",
-    ]);
+    let s = tiny(&["--error-if-no-space"]);
     qemu_io(&s.uri("vol0"), &["write -P 1 0 4M"]);
     let out = try_run(&[
         "qemu-io",
@@ -116,16 +122,7 @@ fn error_if_no_space_fails_writes_until_the_file_grows() {
 
 #[test]
 fn writes_wait_for_space_by_default() {
-    let mut s = Served::start(&[
-        "--data-size",
-        "4M",
-        "--metadata-size",
-        "8M",
-        "--first-volume-size",
-        "64M",
-        "--listen",
-        "none",
-    ]);
+    let mut s = tiny(&[]);
     qemu_io(&s.uri("vol0"), &["write -P 1 0 4M"]);
     let data = s.data();
     let grower = std::thread::spawn(move || {

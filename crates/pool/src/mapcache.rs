@@ -72,7 +72,9 @@ impl MapCache {
     /// A cache of about `capacity` entries (0 disables it).
     pub(crate) fn new(capacity: usize) -> Self {
         MapCache {
-            shards: (0..SHARDS).map(|_| Shard(Mutex::new(FxMap::default()))).collect(),
+            shards: (0..SHARDS)
+                .map(|_| Shard(Mutex::new(FxMap::default())))
+                .collect(),
             per_shard: capacity.div_ceil(SHARDS),
         }
     }

@@ -236,27 +236,25 @@ impl SizeWatch {
         let Some(pool) = self.pool.upgrade() else {
             return;
         };
-        let mut seen = self.seen.lock();
-        if let Ok(len) = pool.data_device().len() {
-            if len > seen.0 {
-                match pool.resize_data() {
-                    Ok(()) => {
-                        log::warn!("the data device grew to {}", human(len));
-                        seen.0 = len;
-                    }
-                    Err(e) => log::error!("growing the pool's data space: {e}"),
-                }
+        let mut guard = self.seen.lock();
+        let seen = &mut *guard;
+        let (data, meta) = (pool.data_device(), pool.metadata_device());
+        for (dev, seen, what) in [(data, &mut seen.0, "data"), (meta, &mut seen.1, "metadata")] {
+            let Ok(len) = dev.len() else { continue };
+            if len <= *seen {
+                continue;
             }
-        }
-        if let Ok(len) = pool.metadata_device().len() {
-            if len > seen.1 {
-                match pool.resize_metadata() {
-                    Ok(()) => {
-                        log::warn!("the metadata device grew to {}", human(len));
-                        seen.1 = len;
-                    }
-                    Err(e) => log::error!("growing the pool's metadata space: {e}"),
+            let grown = if what == "data" {
+                pool.resize_data()
+            } else {
+                pool.resize_metadata()
+            };
+            match grown {
+                Ok(()) => {
+                    log::warn!("the {what} device grew to {}", human(len));
+                    *seen = len;
                 }
+                Err(e) => log::error!("growing the pool's {what} space: {e}"),
             }
         }
     }

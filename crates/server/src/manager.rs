@@ -279,11 +279,7 @@ impl Manager {
         check_name(name)?;
         self.check_writable("taking a snapshot")?;
         let mut reg = self.registry.lock();
-        let src = reg
-            .volumes
-            .get(source)
-            .cloned()
-            .ok_or_else(|| Error::NoVolume(source.into()))?;
+        let src = reg.volume(source)?;
         if reg.volumes.contains_key(name) {
             return Err(Error::VolumeExists(name.into()));
         }
@@ -316,11 +312,7 @@ impl Manager {
     fn delete(&self, name: &str) -> Result<Outcome> {
         self.check_writable("deleting a volume")?;
         let mut reg = self.registry.lock();
-        let v = reg
-            .volumes
-            .get(name)
-            .cloned()
-            .ok_or_else(|| Error::NoVolume(name.into()))?;
+        let v = reg.volume(name)?;
         // Take it out of the export map first, so no new client gets it.
         let ex = self.exports.write().remove(name);
         if let Some(ex) = &ex {
@@ -355,11 +347,7 @@ impl Manager {
         self.check_writable("resizing a volume")?;
         let size = round_size(size)?;
         let mut reg = self.registry.lock();
-        let mut v = reg
-            .volumes
-            .get(name)
-            .cloned()
-            .ok_or_else(|| Error::NoVolume(name.into()))?;
+        let mut v = reg.volume(name)?;
         let ex = self.exports.read().get(name).cloned();
         let old = v.size;
         if size < old {

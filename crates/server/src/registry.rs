@@ -164,6 +164,14 @@ impl Registry {
         write().map_err(|e| Error::io(path, "write", e))
     }
 
+    /// The volume called `name`.
+    pub fn volume(&self, name: &str) -> Result<Volume> {
+        self.volumes
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::NoVolume(name.into()))
+    }
+
     /// The volume using thin device `id`.
     pub fn by_dev(&self, id: u64) -> Option<(&String, &Volume)> {
         self.volumes.iter().find(|(_, v)| v.dev_id == id)
