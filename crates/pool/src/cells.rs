@@ -1,4 +1,5 @@
-//! Per-virtual-block locks: the kernel's bio prison.
+//! Per-virtual-block locks (the kernel's bio prison), each slot also
+//! caching its block's mapping.
 //!
 //! A cell is keyed by `(thin device, virtual block)` and held either shared
 //! (reads, and overwrites of mapped unshared blocks) or exclusive
@@ -10,41 +11,63 @@
 //!   only once the reads and writes that went through it have drained, so a
 //!   data block is never reused under an in-flight request.
 //!
-//! The table is sharded (a mutex and a condition variable per shard); a cell
-//! exists only while held or waited for.  Waiting writers block new readers,
-//! so a stream of reads cannot starve a write.  Ranges are taken in
-//! ascending order, so two ranges never deadlock.
+//! The table is sharded (a mutex and a condition variable per shard).  A
+//! slot exists while its cell is held or waited for, or while it caches a
+//! mapping (`crate::mapcache`); so the hot path, a read or an overwrite of a
+//! cached block, takes its cell and finds its mapping with one lock and one
+//! hash lookup, and releases it with one more.  Waiting writers block new
+//! readers, so a stream of reads cannot starve a write.  Ranges are taken
+//! in ascending order, so two ranges never deadlock.
 
-use crate::mapcache::{shard_of, FxMap};
+use crate::mapcache::{shard_of, Cached, FxMap};
 use parking_lot::{Condvar, Mutex};
-use uthin_thin::{DevId, VirtBlock};
+use uthin_thin::{DevId, Lookup, VirtBlock};
 
-const SHARDS: usize = 64;
+pub(crate) const SHARDS: usize = 64;
 
-type Key = (u64, u64);
+pub(crate) type Key = (u64, u64);
 
+/// One virtual block's cell and cached mapping.
 #[derive(Default, Debug)]
-struct Cell {
+pub(crate) struct Slot {
     readers: u32,
     writer: bool,
-    /// Threads waiting for this cell (keeps the entry alive).
+    /// Threads waiting for this cell.
     waiting: u32,
     /// Of which want it exclusive (new readers wait behind them).
     waiting_writers: u32,
+    /// The cached mapping, if any.
+    pub(crate) cached: Option<Cached>,
+}
+
+impl Slot {
+    /// Nobody holds or waits for the cell.
+    pub(crate) fn idle(&self) -> bool {
+        self.readers == 0 && !self.writer && self.waiting == 0
+    }
+}
+
+/// A shard's slots, and how many of them cache a mapping.
+#[derive(Default)]
+pub(crate) struct ShardMap {
+    pub(crate) slots: FxMap<Key, Slot>,
+    pub(crate) cached: usize,
 }
 
 /// One shard, on cache lines of its own (threads working on different
 /// shards do not bounce a shared line).
 #[derive(Default)]
 #[repr(align(128))]
-struct Shard {
-    map: Mutex<FxMap<Key, Cell>>,
+pub(crate) struct Shard {
+    pub(crate) map: Mutex<ShardMap>,
     cv: Condvar,
 }
 
 /// The table of cells.
 pub(crate) struct Cells {
-    shards: Vec<Shard>,
+    pub(crate) shards: Vec<Shard>,
+    /// Cached mappings a shard may hold (0: no caching).
+    pub(crate) per_shard: usize,
 }
 
 /// A held cell; released on drop.
@@ -56,24 +79,41 @@ pub(crate) struct CellGuard<'a> {
 }
 
 impl Cells {
-    pub(crate) fn new() -> Self {
+    /// A table caching about `cache_entries` mappings (0: none).
+    pub(crate) fn new(cache_entries: usize) -> Self {
         Cells {
             shards: (0..SHARDS).map(|_| Shard::default()).collect(),
+            per_shard: cache_entries.div_ceil(SHARDS),
         }
     }
 
-    fn shard(&self, key: Key) -> &Shard {
+    pub(crate) fn shard(&self, key: Key) -> &Shard {
         &self.shards[shard_of(key.0, key.1, SHARDS)]
     }
 
     /// Takes the cell of `v` shared.
     pub(crate) fn shared(&self, dev: DevId, v: VirtBlock) -> CellGuard<'_> {
-        self.acquire((dev.0, v.0), false)
+        self.acquire((dev.0, v.0), false, |_| ()).0
+    }
+
+    /// Takes the cell of `v` shared and returns its cached mapping, if one
+    /// was cached at the snapshot time `snap_time()` reads once the cell is
+    /// held.
+    pub(crate) fn shared_cached(
+        &self,
+        dev: DevId,
+        v: VirtBlock,
+        snap_time: impl FnOnce() -> u32,
+    ) -> (CellGuard<'_>, Option<Lookup>) {
+        self.acquire((dev.0, v.0), false, |slot| {
+            let st = snap_time();
+            slot.cached.and_then(|c| c.lookup(st))
+        })
     }
 
     /// Takes the cell of `v` exclusive.
     pub(crate) fn exclusive(&self, dev: DevId, v: VirtBlock) -> CellGuard<'_> {
-        self.acquire((dev.0, v.0), true)
+        self.acquire((dev.0, v.0), true, |_| ()).0
     }
 
     /// Takes the cells of `[begin, end)` exclusive, in ascending order.
@@ -88,11 +128,18 @@ impl Cells {
             .collect()
     }
 
-    fn acquire(&self, key: Key, exclusive: bool) -> CellGuard<'_> {
+    /// Takes the cell of `key`, then runs `then` on its slot (under the
+    /// shard lock).
+    fn acquire<T>(
+        &self,
+        key: Key,
+        exclusive: bool,
+        then: impl FnOnce(&Slot) -> T,
+    ) -> (CellGuard<'_>, T) {
         let sh = self.shard(key);
         let mut map = sh.map.lock();
         loop {
-            let c = map.entry(key).or_default();
+            let c = map.slots.entry(key).or_default();
             let free = if exclusive {
                 !c.writer && c.readers == 0
             } else {
@@ -104,26 +151,27 @@ impl Cells {
                 } else {
                     c.readers += 1;
                 }
-                break;
+                let t = then(c);
+                let guard = CellGuard {
+                    cells: self,
+                    key,
+                    exclusive,
+                };
+                return (guard, t);
             }
             c.waiting += 1;
             c.waiting_writers += exclusive as u32;
             sh.cv.wait(&mut map);
-            let c = map.get_mut(&key).expect("a waiter keeps its cell");
+            let c = map.slots.get_mut(&key).expect("a waiter keeps its slot");
             c.waiting -= 1;
             c.waiting_writers -= exclusive as u32;
         }
-        CellGuard {
-            cells: self,
-            key,
-            exclusive,
-        }
     }
 
-    /// Number of cells held or waited for (for tests).
+    /// Number of slots (for tests).
     #[cfg(test)]
-    fn len(&self) -> usize {
-        self.shards.iter().map(|s| s.map.lock().len()).sum()
+    pub(crate) fn len(&self) -> usize {
+        self.shards.iter().map(|s| s.map.lock().slots.len()).sum()
     }
 }
 
@@ -131,7 +179,7 @@ impl Drop for CellGuard<'_> {
     fn drop(&mut self) {
         let sh = self.cells.shard(self.key);
         let mut map = sh.map.lock();
-        let Some(c) = map.get_mut(&self.key) else {
+        let Some(c) = map.slots.get_mut(&self.key) else {
             debug_assert!(false, "held cell missing");
             return;
         };
@@ -142,8 +190,8 @@ impl Drop for CellGuard<'_> {
         }
         if c.waiting > 0 {
             sh.cv.notify_all();
-        } else if c.readers == 0 && !c.writer {
-            map.remove(&self.key);
+        } else if c.idle() && c.cached.is_none() {
+            map.slots.remove(&self.key);
         }
     }
 }
@@ -155,7 +203,7 @@ mod tests {
 
     #[test]
     fn shared_and_exclusive_exclude_each_other() {
-        let cells = Cells::new();
+        let cells = Cells::new(0);
         let readers = AtomicU32::new(0);
         let writers = AtomicU32::new(0);
         std::thread::scope(|s| {
@@ -184,7 +232,7 @@ mod tests {
 
     #[test]
     fn range_then_single() {
-        let cells = Cells::new();
+        let cells = Cells::new(0);
         let g = cells.exclusive_range(DevId(2), VirtBlock(5), VirtBlock(9));
         assert_eq!(g.len(), 4);
         assert_eq!(cells.len(), 4);

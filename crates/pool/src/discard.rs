@@ -121,7 +121,7 @@ impl Thin {
                 return Ok(Vec::new());
             }
             md.remove_range(dev, cb, ce)?;
-            pool.cache.remove_range(dev, cb, ce);
+            pool.cells.remove_range(dev, cb, ce);
             let mut pinned: Vec<(DataBlock, DataBlock)> = Vec::new();
             if passdown {
                 for r in &runs {

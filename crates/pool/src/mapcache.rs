@@ -5,23 +5,24 @@
 //! the device's snapshot time when it was filled; it is used only while that
 //! time is unchanged (a snapshot makes every older mapping shared).
 //!
+//! The entries live in the slots of the cell table (`crate::cells`), so a
+//! request takes its cell and finds its mapping under one lock.
+//!
 //! Coherence: an entry is filled under the metadata read lock and changed
 //! under the metadata write lock, always with the virtual block's cell held,
 //! so it never disagrees with the metadata about a block whose cell the user
 //! holds:
-//! * insert: [`MapCache::put`] after `insert_block`;
-//! * discard: [`MapCache::remove_range`] after `remove_range`;
-//! * delete: [`MapCache::remove_dev`]; abort: [`MapCache::clear`].
+//! * insert: [`Cells::put`] after `insert_block`;
+//! * discard: [`Cells::remove_range`] after `remove_range`;
+//! * delete: [`Cells::remove_dev`]; abort: [`Cells::clear`].
 //!
 //! Negative answers (unmapped) are not cached.  Each shard holds a bounded
 //! number of entries; when full, an arbitrary entry makes room.
 
-use parking_lot::Mutex;
+use crate::cells::{Cells, Key, ShardMap};
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use uthin_thin::{DataBlock, DevId, Lookup, VirtBlock};
-
-const SHARDS: usize = 64;
 
 /// A small, fast hasher for integer keys (the Fx multiply-rotate).
 #[derive(Default, Clone, Copy)]
@@ -50,49 +51,30 @@ pub(crate) fn shard_of(dev: u64, v: u64, n: usize) -> usize {
     (h >> 40) as usize % n
 }
 
-#[derive(Clone, Copy)]
-struct Entry {
+/// A cached lookup and the snapshot time it was made at.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Cached {
     block: u64,
     shared: bool,
     snap_time: u32,
 }
 
-/// One shard, on cache lines of its own (threads working on different
-/// shards do not bounce a shared line).
-#[repr(align(128))]
-struct Shard(Mutex<FxMap<(u64, u64), Entry>>);
-
-/// The cache.
-pub(crate) struct MapCache {
-    shards: Vec<Shard>,
-    per_shard: usize,
+impl Cached {
+    /// The lookup, if it was made at snapshot time `snap_time`.
+    pub(crate) fn lookup(self, snap_time: u32) -> Option<Lookup> {
+        (self.snap_time == snap_time).then_some(Lookup {
+            block: DataBlock(self.block),
+            shared: self.shared,
+        })
+    }
 }
 
-impl MapCache {
-    /// A cache of about `capacity` entries (0 disables it).
-    pub(crate) fn new(capacity: usize) -> Self {
-        MapCache {
-            shards: (0..SHARDS)
-                .map(|_| Shard(Mutex::new(FxMap::default())))
-                .collect(),
-            per_shard: capacity.div_ceil(SHARDS),
-        }
-    }
-
-    fn shard(&self, dev: DevId, v: VirtBlock) -> &Mutex<FxMap<(u64, u64), Entry>> {
-        &self.shards[shard_of(dev.0, v.0, SHARDS)].0
-    }
-
-    /// The cached lookup of `v`, if filled at snapshot time `snap_time`.
+impl Cells {
+    /// The cached lookup of `v`, if made at snapshot time `snap_time`.
     pub(crate) fn get(&self, dev: DevId, v: VirtBlock, snap_time: u32) -> Option<Lookup> {
-        if self.per_shard == 0 {
-            return None;
-        }
-        let e = *self.shard(dev, v).lock().get(&(dev.0, v.0))?;
-        (e.snap_time == snap_time).then_some(Lookup {
-            block: DataBlock(e.block),
-            shared: e.shared,
-        })
+        let key = (dev.0, v.0);
+        let map = self.shard(key).map.lock();
+        map.slots.get(&key)?.cached?.lookup(snap_time)
     }
 
     /// Records a lookup made at snapshot time `snap_time`.
@@ -100,43 +82,76 @@ impl MapCache {
         if self.per_shard == 0 {
             return;
         }
-        let mut m = self.shard(dev, v).lock();
-        if m.len() >= self.per_shard && !m.contains_key(&(dev.0, v.0)) {
-            if let Some(k) = m.keys().next().copied() {
-                m.remove(&k);
-            }
+        let key = (dev.0, v.0);
+        let mut map = self.shard(key).map.lock();
+        let fresh = map.slots.get(&key).is_none_or(|s| s.cached.is_none());
+        if fresh && map.cached >= self.per_shard {
+            evict_one(&mut map);
         }
-        m.insert(
-            (dev.0, v.0),
-            Entry {
-                block: l.block.0,
-                shared: l.shared,
-                snap_time,
-            },
-        );
+        let c = Cached {
+            block: l.block.0,
+            shared: l.shared,
+            snap_time,
+        };
+        map.slots.entry(key).or_default().cached = Some(c);
+        map.cached += fresh as usize;
     }
 
     /// Forgets `[b, e)` of `dev`.
     pub(crate) fn remove_range(&self, dev: DevId, b: VirtBlock, e: VirtBlock) {
-        if self.per_shard == 0 {
-            return;
-        }
         for v in b.0..e.0 {
-            self.shard(dev, VirtBlock(v)).lock().remove(&(dev.0, v));
+            let key = (dev.0, v);
+            let mut map = self.shard(key).map.lock();
+            if let Some(s) = map.slots.get_mut(&key) {
+                let had = s.cached.take().is_some();
+                if s.idle() {
+                    map.slots.remove(&key);
+                }
+                map.cached -= had as usize;
+            }
         }
     }
 
     /// Forgets every entry of `dev`.
     pub(crate) fn remove_dev(&self, dev: DevId) {
-        for s in &self.shards {
-            s.0.lock().retain(|k, _| k.0 != dev.0);
-        }
+        self.forget(|k| k.0 == dev.0);
     }
 
     /// Forgets everything.
     pub(crate) fn clear(&self) {
-        for s in &self.shards {
-            s.0.lock().clear();
+        self.forget(|_| true);
+    }
+
+    fn forget(&self, which: impl Fn(&Key) -> bool) {
+        for sh in &self.shards {
+            let mut map = sh.map.lock();
+            let mut dropped = 0;
+            map.slots.retain(|k, s| {
+                if which(k) && s.cached.take().is_some() {
+                    dropped += 1;
+                }
+                !s.idle() || s.cached.is_some()
+            });
+            map.cached -= dropped;
+        }
+    }
+}
+
+/// Makes room for one more cached mapping in a full shard: forgets an
+/// arbitrary one (and its slot, unless its cell is in use).
+fn evict_one(map: &mut ShardMap) {
+    let victim = map
+        .slots
+        .iter_mut()
+        .find(|(_, s)| s.cached.is_some())
+        .map(|(k, s)| {
+            s.cached = None;
+            (*k, s.idle())
+        });
+    if let Some((k, idle)) = victim {
+        map.cached -= 1;
+        if idle {
+            map.slots.remove(&k);
         }
     }
 }
@@ -144,27 +159,55 @@ impl MapCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cells::SHARDS;
+
+    const L: Lookup = Lookup {
+        block: DataBlock(7),
+        shared: false,
+    };
 
     #[test]
     fn snapshot_time_invalidates_and_capacity_bounds() {
-        let c = MapCache::new(SHARDS * 2);
-        let l = Lookup {
-            block: DataBlock(7),
-            shared: false,
-        };
-        c.put(DevId(1), VirtBlock(3), l, 4);
-        assert_eq!(c.get(DevId(1), VirtBlock(3), 4), Some(l));
+        let c = Cells::new(SHARDS * 2);
+        c.put(DevId(1), VirtBlock(3), L, 4);
+        assert_eq!(c.get(DevId(1), VirtBlock(3), 4), Some(L));
         assert_eq!(c.get(DevId(1), VirtBlock(3), 5), None);
         assert_eq!(c.get(DevId(2), VirtBlock(3), 4), None);
         for v in 0..10_000 {
-            c.put(DevId(1), VirtBlock(v), l, 4);
+            c.put(DevId(1), VirtBlock(v), L, 4);
         }
-        let n: usize = c.shards.iter().map(|s| s.0.lock().len()).sum();
+        let n: usize = c.shards.iter().map(|s| s.map.lock().cached).sum();
         assert!(n <= SHARDS * 2, "{n}");
+        assert_eq!(c.len(), n);
         c.remove_dev(DevId(1));
         assert_eq!(c.get(DevId(1), VirtBlock(9999), 4), None);
-        let off = MapCache::new(0);
-        off.put(DevId(1), VirtBlock(3), l, 4);
+        assert_eq!(c.len(), 0);
+        let off = Cells::new(0);
+        off.put(DevId(1), VirtBlock(3), L, 4);
         assert_eq!(off.get(DevId(1), VirtBlock(3), 4), None);
+    }
+
+    #[test]
+    fn entries_live_beside_cells() {
+        let c = Cells::new(1024);
+        // A held cell keeps its slot when the cache forgets the block...
+        let g = c.exclusive(DevId(1), VirtBlock(5));
+        c.put(DevId(1), VirtBlock(5), L, 0);
+        c.clear();
+        assert_eq!(c.len(), 1);
+        drop(g);
+        assert_eq!(c.len(), 0);
+        // ...and a cached mapping outlives its cell, found with it.
+        c.put(DevId(1), VirtBlock(6), L, 2);
+        let (g, l) = c.shared_cached(DevId(1), VirtBlock(6), || 2);
+        assert_eq!(l, Some(L));
+        drop(g);
+        let (_g, l) = c.shared_cached(DevId(1), VirtBlock(6), || 3);
+        assert_eq!(l, None);
+        c.remove_range(DevId(1), VirtBlock(0), VirtBlock(10));
+        assert_eq!(c.get(DevId(1), VirtBlock(6), 2), None);
+        assert_eq!(c.len(), 1);
+        let n: usize = c.shards.iter().map(|s| s.map.lock().cached).sum();
+        assert_eq!(n, 0);
     }
 }

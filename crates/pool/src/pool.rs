@@ -7,13 +7,12 @@
 //! or the flag cannot be written the pool fails.  A failed lookup only fails
 //! its request, as in the kernel.
 
-use crate::cells::Cells;
+use crate::cells::{CellGuard, Cells};
 use crate::commit::Committer;
 use crate::config::PoolConfig;
 use crate::error::{Error, Result};
 use crate::event::{EventHandler, Events, PoolEvent};
 use crate::io::{Thin, ThinShared};
-use crate::mapcache::MapCache;
 use crate::mode::{ModeCtl, PoolMode};
 use parking_lot::{Mutex, RwLock};
 use std::collections::HashMap;
@@ -32,7 +31,6 @@ pub struct Pool {
     pub(crate) data: SharedDevice,
     pub(crate) md: RwLock<PoolMetadata>,
     pub(crate) cells: Cells,
-    pub(crate) cache: MapCache,
     /// Shared by requests that hold a data block the metadata does not
     /// account for yet (allocated but not mapped, or temporarily incremented
     /// for a discard); a commit takes it exclusively, so a commit never
@@ -127,8 +125,7 @@ impl Pool {
             meta_dev: meta,
             data,
             md: RwLock::new(md),
-            cells: Cells::new(),
-            cache: MapCache::new(cfg.mapping_cache_entries),
+            cells: Cells::new(cfg.mapping_cache_entries),
             commit_gate: RwLock::new(()),
             mode: ModeCtl::new(mode),
             events,
@@ -252,20 +249,45 @@ impl Pool {
         Ok(())
     }
 
-    /// Looks up a mapping under the read lock.  A failure fails only this
-    /// request (the kernel does not change mode on a failed lookup).
-    /// The caller holds the block's cell.
+    /// Looks up a mapping (in the cache, else under the metadata read
+    /// lock).  A failure fails only this request (the kernel does not
+    /// change mode on a failed lookup).  The caller holds the block's cell.
     pub(crate) fn lookup(&self, th: &ThinShared, v: VirtBlock) -> Result<Option<Lookup>> {
         // Load the snapshot time first: it is raised after the metadata
         // changes, so an entry filled with it is never staler than it.
         let st = th.snap_time.load(Ordering::Acquire);
-        if let Some(l) = self.cache.get(th.dev, v, st) {
+        if let Some(l) = self.cells.get(th.dev, v, st) {
             return Ok(Some(l));
         }
+        self.lookup_metadata(th, v, st)
+    }
+
+    /// Takes the cell of `v` shared and looks its mapping up: the hot path
+    /// of reads and overwrites (one lock when the mapping is cached).
+    pub(crate) fn shared_lookup(
+        &self,
+        th: &ThinShared,
+        v: VirtBlock,
+    ) -> Result<(CellGuard<'_>, Option<Lookup>)> {
+        let mut st = 0;
+        let (cell, hit) = self.cells.shared_cached(th.dev, v, || {
+            st = th.snap_time.load(Ordering::Acquire);
+            st
+        });
+        let l = match hit {
+            Some(l) => Some(l),
+            None => self.lookup_metadata(th, v, st)?,
+        };
+        Ok((cell, l))
+    }
+
+    /// Looks `v` up in the metadata and caches a mapping found, as made at
+    /// snapshot time `st` (loaded before the call).
+    fn lookup_metadata(&self, th: &ThinShared, v: VirtBlock, st: u32) -> Result<Option<Lookup>> {
         let md = self.md.read();
         let r = md.find_block(th.dev, v).map_err(meta_err("find_block"))?;
         if let Some(l) = r {
-            self.cache.put(th.dev, v, l, st);
+            self.cells.put(th.dev, v, l, st);
         }
         Ok(r)
     }
@@ -312,7 +334,7 @@ impl Pool {
     ) {
         log::error!("metadata operation {op} failed: {e}; aborting the transaction");
         let mut new = PoolMode::ReadOnly;
-        self.cache.clear();
+        self.cells.clear();
         if let Err(ae) = md.abort() {
             log::error!("failed to abort the metadata transaction: {ae}");
             new = PoolMode::Fail;

@@ -124,8 +124,10 @@ struct Harness {
 }
 
 impl Harness {
-    fn new() -> Self {
+    /// A pool caching about `mapping_cache` lookups.
+    fn new(mapping_cache: usize) -> Self {
         let mut cfg = cfg();
+        cfg.mapping_cache_entries = mapping_cache;
         cfg.commit_period = Duration::from_millis(10);
         cfg.features.error_if_no_space = true;
         let meta = Arc::new(MemDevice::new(4 << 20));
@@ -381,8 +383,12 @@ proptest! {
         ..ProptestConfig::default()
     })]
     #[test]
-    fn pool_matches_model(steps in prop::collection::vec(step(), 10..45)) {
-        let mut h = Harness::new();
+    fn pool_matches_model(
+        steps in prop::collection::vec(step(), 10..45),
+        // No cache, one entry a shard (evicting all the time), the default.
+        cache in prop_oneof![Just(0usize), Just(64), Just(1 << 18)],
+    ) {
+        let mut h = Harness::new(cache);
         for s in &steps {
             h.step(s);
         }

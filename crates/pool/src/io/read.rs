@@ -35,8 +35,8 @@ impl Thin {
     fn read_chunk(&self, vb: VirtBlock, off: u64, buf: &mut [u8]) -> Result<()> {
         let pool = &*self.pool;
         pool.check_io()?;
-        let _cell = pool.cells.shared(self.dev_id(), vb);
-        match pool.lookup(&self.shared, vb)? {
+        let (_cell, l) = pool.shared_lookup(&self.shared, vb)?;
+        match l {
             Some(l) => pool.read_data(l.block, off, buf),
             None => self.read_unmapped(vb.0 * pool.block_bytes + off, buf),
         }

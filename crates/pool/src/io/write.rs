@@ -88,8 +88,8 @@ impl Thin {
             pool.check_io()?;
             let quiesce = self.shared.quiesce.read();
             {
-                let _cell = pool.cells.shared(dev, vb);
-                if let Some(l) = pool.lookup(&self.shared, vb)? {
+                let (_cell, l) = pool.shared_lookup(&self.shared, vb)?;
+                if let Some(l) = l {
                     if !l.shared {
                         return pool.write_data(l.block, off, data);
                     }
@@ -162,7 +162,7 @@ impl Thin {
                 block: new,
                 shared: false,
             };
-            pool.cache.put(dev, vb, l, st);
+            pool.cells.put(dev, vb, l, st);
             Ok(())
         })
     }
