@@ -28,7 +28,7 @@ rm -rf "$pool"
 ./target/release/uthin serve --dir "$pool" --listen none --data-size 8G --metadata-size 256M \
   --block-size 64k --first-volume vol --first-volume-size "$SIZE" >"$OUT/uthin.server.log" 2>&1 &
 pid=$!
-trap 'kill -TERM $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$pool"' EXIT
+trap 'kill -TERM $pid 2>/dev/null || true; wait $pid 2>/dev/null || true; rm -rf "$pool"' EXIT
 for _ in $(seq 100); do [ -S "$pool/nbd.sock" ] && break; sleep 0.1; done
 [ -S "$pool/nbd.sock" ] || { cat "$OUT/uthin.server.log"; exit 1; }
 

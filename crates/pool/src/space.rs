@@ -63,6 +63,55 @@ impl Pool {
         }
     }
 
+    /// Allocates `n` data blocks for a write at once, under one metadata
+    /// lock (so they are consecutive where free space is), with the commit
+    /// gate held until they are mapped or released.  `None` unless the pool
+    /// is in Write mode and has `n` blocks allocatable now: the caller then
+    /// goes block by block, which handles running out of space.
+    pub(crate) fn alloc_run(
+        &self,
+        n: usize,
+    ) -> Result<Option<(Vec<DataBlock>, RwLockReadGuard<'_, ()>)>> {
+        if self.mode() != PoolMode::Write {
+            return Ok(None);
+        }
+        let gate = self.commit_gate.read();
+        let mut md = self.md.write();
+        let enough = md
+            .allocatable_data_blocks()
+            .map_err(|e| self.on_meta_error(&mut md, "allocatable_data_blocks", e))?;
+        if enough < n as u64 {
+            return Ok(None);
+        }
+        let free_before = md.free_data_blocks().unwrap_or(0);
+        let mut got = Vec::with_capacity(n);
+        while got.len() < n {
+            match md.alloc_data_block() {
+                Ok(Some(b)) => got.push(b),
+                Ok(None) => break,
+                Err(e) => return Err(self.on_meta_error(&mut md, "alloc_data_block", e)),
+            }
+        }
+        drop(md);
+        if got.len() < n {
+            got.into_iter().for_each(|b| self.release_block(b));
+            return Ok(None);
+        }
+        // The kernel checks the mark after each allocation: report the first
+        // free count at or below it, as block-by-block allocation would.
+        let (lw, after) = (
+            self.cfg.low_water_blocks,
+            free_before.saturating_sub(n as u64),
+        );
+        let seen = if after <= lw {
+            free_before.saturating_sub(1).min(lw)
+        } else {
+            after
+        };
+        self.check_data_low_water(seen);
+        Ok(Some((got, gate)))
+    }
+
     /// Gives back a block allocated for a write that failed before mapping
     /// it (the kernel leaks it until the next abort; a commit would record
     /// the leak).

@@ -78,7 +78,7 @@ fn io() -> impl Strategy<Value = Io> {
         5 => (any::<u8>(), range(), any::<u64>(), prop::bool::weighted(0.15))
             .prop_map(|(vol, (off, len), seed, fua)| Io::Write { vol, off, len, seed, fua }),
         // Block-aligned writes, so whole blocks get written (no zeroing).
-        2 => (any::<u8>(), 0..VOL_BLOCKS, 1..3u64, any::<u64>())
+        2 => (any::<u8>(), 0..VOL_BLOCKS, 1..5u64, any::<u64>())
             .prop_map(|(vol, b, n, seed)| Io::Write {
                 vol,
                 off: b * BLOCK,

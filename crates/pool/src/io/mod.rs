@@ -3,11 +3,12 @@
 //!
 //! [`read`] maps reads (unmapped blocks read as zeros, or from the external
 //! origin); [`write`] overwrites mapped blocks in place, provisions new ones
-//! and breaks sharing; [`fill`] prepares a new block (zeroes, or a copy of
+//! and breaks sharing, [`provision`] whole blocks a run at a time; [`fill`] prepares a new block (zeroes, or a copy of
 //! the old block or of the origin, with the write laid over it).
 //! Discards and write-zeroes are in `crate::discard`.
 
 mod fill;
+mod provision;
 mod read;
 mod write;
 

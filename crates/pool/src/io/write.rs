@@ -35,7 +35,7 @@ impl Thin {
         } else {
             let all: Vec<Chunk> = chunks(offset, buf.len() as u64, bb).collect();
             all.chunks(GROUP).try_for_each(|group| {
-                if self.overwrite_group(group, buf)? {
+                if self.overwrite_group(group, buf)? || self.provision_group(group, buf)? {
                     return Ok(());
                 }
                 group.iter().try_for_each(|c| {

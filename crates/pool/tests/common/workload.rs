@@ -53,7 +53,8 @@ pub fn workload(seed: u64, len: usize) -> Vec<Req> {
         } else if r < 62 {
             let dev = pick(&mut rng, &vols);
             let (s, n) = match rng.below(4) {
-                0 => (rng.below(VOL_BLOCKS) * spb, spb),
+                // One to three whole blocks (several take the run path).
+                0 => (rng.below(VOL_BLOCKS - 2) * spb, spb * (1 + rng.below(3))),
                 1 => (rng.below(SECTORS - 2 * spb), 1 + rng.below(2 * spb)),
                 _ => (rng.below(SECTORS - 8), 1 + rng.below(8)),
             };
