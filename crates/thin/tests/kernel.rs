@@ -11,7 +11,8 @@
 
 mod common;
 
-use common::{assert_thin_check, run_dmthin_vm};
+use common::assert_thin_check;
+use common::vm::run_dmthin_vm;
 use std::collections::BTreeMap;
 use std::os::unix::fs::FileExt;
 use std::path::Path;

@@ -206,42 +206,9 @@ pub fn thin_restore(xml: &Path, meta: &Path) {
     );
 }
 
-/// Path of `../shared/tools/dmthin-vm.sh` beside the checkout.
-pub fn dmthin_vm_script() -> std::path::PathBuf {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/tools/dmthin-vm.sh");
-    assert!(
-        p.exists(),
-        "{} not found: ../shared must sit beside the checkout",
-        p.display()
-    );
-    p
-}
-
-/// Boots the real Linux dm-thin under QEMU with `meta` and `data` attached,
-/// runs `snippet` in the guest (see dmthin-vm.md) and returns the console
-/// output; panics with the output if the snippet fails.
-pub fn run_dmthin_vm(meta: &Path, data: &Path, snippet: &str, extras: &[&Path]) -> String {
-    let dir = tempfile::tempdir().unwrap();
-    let sn = dir.path().join("snippet.sh");
-    std::fs::write(&sn, snippet).unwrap();
-    let mut cmd = Command::new("bash");
-    cmd.arg(dmthin_vm_script()).arg(meta).arg(data).arg(&sn);
-    for e in extras {
-        cmd.arg(e);
-    }
-    let out = cmd.output().expect("run dmthin-vm.sh");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success(),
-        "dmthin-vm.sh failed ({:?}); run scripts/install-test-deps.sh if qemu or the kernel are missing\n{text}",
-        out.status
-    );
-    text
-}
+// The real kernel under QEMU: the helpers the pool crate's tests use.
+#[path = "../../../pool/tests/common/vm.rs"]
+pub mod vm;
 
 // ---------------------------------------------------------------------------
 // A model of pool state for the crash and fault tests (tests/crash.rs,
