@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{have, pattern_file, run, stdout, try_run};
+use common::{pattern_file, require, run, stdout, try_run};
 use std::sync::Arc;
 use uthin_nbd::{Export, MemExport};
 
@@ -28,9 +28,7 @@ fn qemu_io(image: &str, cmds: &[&str]) -> std::process::Output {
 
 #[test]
 fn qemu_io_patterns_discard_and_zeroes() {
-    if !have("qemu-io") {
-        return;
-    }
+    require("qemu-io");
     let (t, mem) = mem_server(64 * MIB);
     let img = t.qemu("vol0");
     let o = qemu_io(
@@ -89,9 +87,7 @@ fn qemu_io_patterns_discard_and_zeroes() {
 
 #[test]
 fn qemu_img_convert_compare_and_map() {
-    if !have("qemu-img") {
-        return;
-    }
+    require("qemu-img");
     let (t, _) = mem_server(32 * MIB);
     let src = t.path("src.img");
     // 32 MiB sparse image with data at 2 MiB and 20 MiB.
@@ -189,9 +185,7 @@ fn qemu_img_convert_compare_and_map() {
 
 #[test]
 fn nbdinfo_list_and_map() {
-    if !have("nbdinfo") {
-        return;
-    }
+    require("nbdinfo");
     let (t, mem) = mem_server(16 * MIB);
     let list = stdout(&run(&["nbdinfo", "--list", &t.uri("")]));
     assert!(
@@ -239,9 +233,7 @@ fn nbdinfo_list_and_map() {
 
 #[test]
 fn nbdcopy_in_and_out() {
-    if !have("nbdcopy") {
-        return;
-    }
+    require("nbdcopy");
     let (t, mem) = mem_server(24 * MIB);
     let src = t.path("in.img");
     pattern_file(&src, 24 * MIB as usize, 3);

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{have, run, stdout};
+use common::{require, run, stdout};
 use std::sync::Arc;
 use uthin_nbd::{Export, FileExport, MemExport};
 
@@ -41,9 +41,7 @@ fn fio_verify(uri: &str, rw: &str, bs: &str) {
 
 #[test]
 fn fio_crc32c_two_connections_memory() {
-    if !have("fio") {
-        return;
-    }
+    require("fio");
     let mem: Arc<dyn Export> = Arc::new(MemExport::new(64 * MIB));
     let t = common::start(vec![("vol0", mem)]);
     fio_verify(&t.uri("vol0"), "randwrite", "4k");
@@ -53,9 +51,7 @@ fn fio_crc32c_two_connections_memory() {
 
 #[test]
 fn fio_crc32c_two_connections_file() {
-    if !have("fio") {
-        return;
-    }
+    require("fio");
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("vol.img");
     std::fs::File::create(&path)

@@ -194,20 +194,19 @@ fn idle_connections_while_clients_work() {
     }
     settle(&t, 300);
     assert_eq!(t.server.connections(), 300);
-    if common::have("qemu-io") {
-        let img = t.qemu("v");
-        let o = common::run(&[
-            "qemu-io",
-            "-f",
-            "raw",
-            "-c",
-            "write -P 7 0 8M",
-            "-c",
-            "read -P 7 0 8M",
-            &img,
-        ]);
-        assert!(!common::stdout(&o).contains("failed"));
-    }
+    common::require("qemu-io");
+    let img = t.qemu("v");
+    let o = common::run(&[
+        "qemu-io",
+        "-f",
+        "raw",
+        "-c",
+        "write -P 7 0 8M",
+        "-c",
+        "read -P 7 0 8M",
+        &img,
+    ]);
+    assert!(!common::stdout(&o).contains("failed"));
     for _ in 0..20 {
         healthy(&t);
     }

@@ -71,9 +71,9 @@ impl TestServer {
     }
 }
 
-/// Whether `tool` is installed: a test needing a missing tool fails (the
-/// test command, scripts/test.sh, installs every tool the tests drive).
-pub fn have(tool: &str) -> bool {
+/// Fails the test unless `tool` is installed (the test command,
+/// scripts/test.sh, installs every tool the tests drive; nothing skips).
+pub fn require(tool: &str) {
     let found = Command::new("sh")
         .args(["-c", &format!("command -v {tool}")])
         .output()
@@ -82,7 +82,6 @@ pub fn have(tool: &str) -> bool {
         found,
         "{tool} is not installed: run scripts/install-test-deps.sh (scripts/test.sh does)"
     );
-    found
 }
 
 /// Run `args` (under a 120 s timeout) and return its output; panics with
