@@ -7,7 +7,8 @@
 //!
 //! `cargo run --release -p uthin-pool --example bench_pool [volume_MiB] [ops]`
 //! (defaults: 1024 MiB, 65536 4 KiB operations).  `BENCH_DIR` picks the
-//! directory (default: the system temp dir).
+//! directory (default: the system temp dir), `BENCH_THREADS` the threads,
+//! and `BENCH_ONLY=reads` runs only what the 4 KiB read figures need.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -19,7 +20,13 @@ use uthin_pool::{DevId, Pool, PoolConfig, Thin, VirtBlock};
 const BLOCK: u64 = 64 << 10;
 const SMALL: usize = 4 << 10;
 const LARGE: usize = 1 << 20;
-const THREADS: usize = 2;
+/// Threads per workload (`BENCH_THREADS`, default 2).
+fn threads() -> usize {
+    std::env::var("BENCH_THREADS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2)
+}
 const ROUNDS: usize = 5;
 
 /// A tiny deterministic generator.
@@ -61,9 +68,10 @@ impl Target for Plain {
 
 /// Runs `offsets` (split between the threads) as reads or writes of `len`.
 fn run(t: &dyn Target, offsets: &[u64], len: usize, write: bool) -> Duration {
+    let threads = threads();
     let start = Instant::now();
     std::thread::scope(|s| {
-        for part in offsets.chunks(offsets.len().div_ceil(THREADS)) {
+        for part in offsets.chunks(offsets.len().div_ceil(threads)) {
             s.spawn(move || {
                 let mut buf = vec![0x5au8; len];
                 for (i, &off) in part.iter().enumerate() {
@@ -106,7 +114,8 @@ fn main() {
     }
     .expect("temp dir");
     println!(
-        "pool engine benchmark: {vol_mib} MiB volumes, 64 KiB blocks, {THREADS} threads, {nops} small ops, dir {}",
+        "pool engine benchmark: {vol_mib} MiB volumes, 64 KiB blocks, {} threads, {nops} small ops, dir {}",
+        threads(),
         dir.path().display()
     );
 
@@ -199,42 +208,47 @@ fn main() {
         1,
         0.0,
     );
-    cmp(
-        "1 MiB sequential overwrites",
-        &t1,
-        &pa,
-        &seq,
-        LARGE,
-        true,
-        ROUNDS,
-        0.0,
-    );
-    cmp(
-        "1 MiB sequential reads",
-        &t1,
-        &pa,
-        &seq,
-        LARGE,
-        false,
-        ROUNDS,
-        0.0,
-    );
+    let only_reads = std::env::var("BENCH_ONLY").is_ok_and(|s| s == "reads");
+    if !only_reads {
+        cmp(
+            "1 MiB sequential overwrites",
+            &t1,
+            &pa,
+            &seq,
+            LARGE,
+            true,
+            ROUNDS,
+            0.0,
+        );
+        cmp(
+            "1 MiB sequential reads",
+            &t1,
+            &pa,
+            &seq,
+            LARGE,
+            false,
+            ROUNDS,
+            0.0,
+        );
+    }
     // The page cache keeps the folio size a file was written with, and a
     // small write into a large folio costs more: the pool's data file was
     // written in 64 KiB pieces (one per block), so the ceiling for small
     // random I/O is a file written the same way.
     let blocks64k: Vec<u64> = (0..nblocks).map(|b| b * BLOCK).collect();
     run(&pr, &blocks64k, BLOCK as usize, true);
-    cmp(
-        "4 KiB random overwrites",
-        &t1,
-        &pr,
-        &rand4k,
-        SMALL,
-        true,
-        ROUNDS,
-        0.9,
-    );
+    if !only_reads {
+        cmp(
+            "4 KiB random overwrites",
+            &t1,
+            &pr,
+            &rand4k,
+            SMALL,
+            true,
+            ROUNDS,
+            0.9,
+        );
+    }
     cmp(
         "4 KiB random reads",
         &t1,
@@ -277,6 +291,9 @@ fn main() {
         pp,
         0.0,
     );
+    if only_reads {
+        return;
+    }
     // Fresh space: disjoint equal parts of the fresh offsets, one per round,
     // in alternating order (a shorter remainder is left out, so every
     // round's time is for the same number of writes); then the time to make
