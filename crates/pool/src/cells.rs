@@ -1,5 +1,7 @@
 //! Per-virtual-block locks (the kernel's bio prison), each slot also
-//! caching its block's mapping.
+//! caching its block's mapping: the hash table, for blocks the device's
+//! dense table (`crate::dense`) has no entry for (`crate::devcells`
+//! routes).
 //!
 //! A cell is keyed by `(thin device, virtual block)` and held either shared
 //! (reads, and overwrites of mapped unshared blocks) or exclusive
@@ -72,7 +74,7 @@ pub(crate) struct Cells {
 
 /// A held cell; released on drop.
 #[must_use = "a cell is released when the guard is dropped"]
-pub(crate) struct CellGuard<'a> {
+pub(crate) struct HashedGuard<'a> {
     cells: &'a Cells,
     key: Key,
     exclusive: bool,
@@ -92,7 +94,7 @@ impl Cells {
     }
 
     /// Takes the cell of `v` shared.
-    pub(crate) fn shared(&self, dev: DevId, v: VirtBlock) -> CellGuard<'_> {
+    pub(crate) fn shared(&self, dev: DevId, v: VirtBlock) -> HashedGuard<'_> {
         self.acquire((dev.0, v.0), false, |_| ()).0
     }
 
@@ -104,7 +106,7 @@ impl Cells {
         dev: DevId,
         v: VirtBlock,
         snap_time: impl FnOnce() -> u32,
-    ) -> (CellGuard<'_>, Option<Lookup>) {
+    ) -> (HashedGuard<'_>, Option<Lookup>) {
         self.acquire((dev.0, v.0), false, |slot| {
             let st = snap_time();
             slot.cached.and_then(|c| c.lookup(st))
@@ -112,20 +114,8 @@ impl Cells {
     }
 
     /// Takes the cell of `v` exclusive.
-    pub(crate) fn exclusive(&self, dev: DevId, v: VirtBlock) -> CellGuard<'_> {
+    pub(crate) fn exclusive(&self, dev: DevId, v: VirtBlock) -> HashedGuard<'_> {
         self.acquire((dev.0, v.0), true, |_| ()).0
-    }
-
-    /// Takes the cells of `[begin, end)` exclusive, in ascending order.
-    pub(crate) fn exclusive_range(
-        &self,
-        dev: DevId,
-        begin: VirtBlock,
-        end: VirtBlock,
-    ) -> Vec<CellGuard<'_>> {
-        (begin.0..end.0)
-            .map(|v| self.exclusive(dev, VirtBlock(v)))
-            .collect()
     }
 
     /// Takes the cell of `key`, then runs `then` on its slot (under the
@@ -135,7 +125,7 @@ impl Cells {
         key: Key,
         exclusive: bool,
         then: impl FnOnce(&Slot) -> T,
-    ) -> (CellGuard<'_>, T) {
+    ) -> (HashedGuard<'_>, T) {
         let sh = self.shard(key);
         let mut map = sh.map.lock();
         loop {
@@ -152,7 +142,7 @@ impl Cells {
                     c.readers += 1;
                 }
                 let t = then(c);
-                let guard = CellGuard {
+                let guard = HashedGuard {
                     cells: self,
                     key,
                     exclusive,
@@ -175,7 +165,7 @@ impl Cells {
     }
 }
 
-impl Drop for CellGuard<'_> {
+impl Drop for HashedGuard<'_> {
     fn drop(&mut self) {
         let sh = self.cells.shard(self.key);
         let mut map = sh.map.lock();
@@ -233,7 +223,9 @@ mod tests {
     #[test]
     fn range_then_single() {
         let cells = Cells::new(0);
-        let g = cells.exclusive_range(DevId(2), VirtBlock(5), VirtBlock(9));
+        let g: Vec<_> = (5..9)
+            .map(|v| cells.exclusive(DevId(2), VirtBlock(v)))
+            .collect();
         assert_eq!(g.len(), 4);
         assert_eq!(cells.len(), 4);
         drop(g);

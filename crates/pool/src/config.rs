@@ -20,6 +20,11 @@ pub const DEFAULT_NO_SPACE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Default number of cached mapping lookups (about 9 MiB; 16 GiB of data
 /// at 64 KiB blocks).
 pub const DEFAULT_MAPPING_CACHE: usize = 1 << 18;
+/// Default memory for dense tables: 16 MiB (about a million blocks, 64 GiB
+/// of volume at 64 KiB blocks).
+pub const DEFAULT_DENSE_TABLE_BYTES: usize = 16 << 20;
+/// Default blocks a dense table's leaf holds (4 KiB of entries).
+pub const DEFAULT_DENSE_LEAF_BLOCKS: u32 = 256;
 /// dm-thin's `COMMIT_PERIOD`.
 pub const DEFAULT_COMMIT_PERIOD: Duration = Duration::from_secs(1);
 
@@ -104,8 +109,16 @@ pub struct PoolConfig {
     pub commit_period: Duration,
     /// Metadata block cache size in 4 KiB blocks.
     pub metadata_cache_blocks: usize,
-    /// Mapping lookups cached for reads and overwrites (0: no cache).
+    /// Mapping lookups cached for reads and overwrites (0: no cache) in
+    /// the hash table, for the blocks the dense tables do not cover.
     pub mapping_cache_entries: usize,
+    /// Memory the open devices' dense tables of cells and cached mappings
+    /// may take together (16 bytes a block, plus 24 KiB a 2^(10 + leaf
+    /// bits) blocks reached); blocks beyond use the hash table.  0: none.
+    pub dense_table_bytes: usize,
+    /// Blocks a leaf of a dense table holds, a power of two up to 65536:
+    /// what a device's first touch of a block there allocates at once.
+    pub dense_leaf_blocks: u32,
 }
 
 impl Default for PoolConfig {
@@ -125,6 +138,8 @@ impl PoolConfig {
             commit_period: DEFAULT_COMMIT_PERIOD,
             metadata_cache_blocks: uthin_pdata::block_manager::DEFAULT_CACHE_BLOCKS,
             mapping_cache_entries: DEFAULT_MAPPING_CACHE,
+            dense_table_bytes: DEFAULT_DENSE_TABLE_BYTES,
+            dense_leaf_blocks: DEFAULT_DENSE_LEAF_BLOCKS,
         }
     }
 
@@ -173,6 +188,13 @@ impl PoolConfig {
         if !(128..=2_097_152).contains(&s) || !s.is_multiple_of(128) {
             return Err(Error::Config(format!(
                 "data block size {s} sectors is invalid (128 ..= 2097152, a multiple of 128)"
+            )));
+        }
+        let l = self.dense_leaf_blocks;
+        if !l.is_power_of_two() || l > 1 << crate::dense::MAX_LEAF_BITS {
+            return Err(Error::Config(format!(
+                "dense leaf size {l} blocks is invalid (a power of two up to {})",
+                1 << crate::dense::MAX_LEAF_BITS
             )));
         }
         Ok(())

@@ -94,7 +94,7 @@ impl Thin {
             };
             let cb = first.thin_begin;
             let ce = VirtBlock((cb.0 + CHUNK).min(e.0));
-            let _cells = pool.cells.exclusive_range(dev, cb, ce);
+            let _cells = self.shared.cells(pool).exclusive_range(cb, ce);
             self.unmap_chunk(cb, ce, passdown)?;
             cur = ce;
         }
@@ -121,7 +121,7 @@ impl Thin {
                 return Ok(Vec::new());
             }
             md.remove_range(dev, cb, ce)?;
-            pool.cells.remove_range(dev, cb, ce);
+            self.shared.cells(pool).remove_range(cb, ce);
             let mut pinned: Vec<(DataBlock, DataBlock)> = Vec::new();
             if passdown {
                 for r in &runs {

@@ -10,8 +10,10 @@
 //!
 //! Layers, bottom up:
 //! * [`config`]: the kernel's table line (block size, low water, features);
-//! * `cells`: per-virtual-block locks (the kernel's bio prison);
-//!   `mapcache`: a cache of mapping lookups for the hot path;
+//! * `cells`: per-virtual-block locks (the kernel's bio prison) in a hash
+//!   table, `mapcache`: cached mapping lookups beside them; `dense`: the
+//!   same in per-device arrays, for the blocks a budget covers;
+//!   `devcells`: one device's cells, wherever each block's is;
 //! * [`mode`]: pool modes and their transitions, [`event`]: events for the
 //!   embedder (low water marks, mode changes);
 //! * `pool`: opening, metadata access and the failure discipline;
@@ -30,6 +32,8 @@
 mod cells;
 mod commit;
 pub mod config;
+mod dense;
+mod devcells;
 mod discard;
 pub mod error;
 pub mod event;

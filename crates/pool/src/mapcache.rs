@@ -5,8 +5,10 @@
 //! the device's snapshot time when it was filled; it is used only while that
 //! time is unchanged (a snapshot makes every older mapping shared).
 //!
-//! The entries live in the slots of the cell table (`crate::cells`), so a
-//! request takes its cell and finds its mapping under one lock.
+//! These entries live in the slots of the hash table of cells
+//! (`crate::cells`), so a request takes its cell and finds its mapping
+//! under one lock; they serve the blocks a device's dense table
+//! (`crate::dense`, same rules) has no entry for.
 //!
 //! Coherence: an entry is filled under the metadata read lock and changed
 //! under the metadata write lock, always with the virtual block's cell held,

@@ -135,7 +135,7 @@ impl Pool {
                 Message::CreateSnap { id, origin } => md.create_snap(id, origin)?,
                 Message::Delete(id) => {
                     md.delete_thin(id)?;
-                    self.cells.remove_dev(id);
+                    self.forget_dev(id);
                 }
                 _ => {}
             }
@@ -176,7 +176,7 @@ impl Pool {
     pub fn delete_thin(&self, id: DevId) -> Result<()> {
         self.run_message("delete", |md| {
             md.delete_thin(id)?;
-            self.cells.remove_dev(id);
+            self.forget_dev(id);
             Ok(())
         })
     }

@@ -7,9 +7,11 @@
 //! or the flag cannot be written the pool fails.  A failed lookup only fails
 //! its request, as in the kernel.
 
-use crate::cells::{CellGuard, Cells};
+use crate::cells::Cells;
 use crate::commit::Committer;
 use crate::config::PoolConfig;
+use crate::dense::{Budget, DenseCells};
+use crate::devcells::CellGuard;
 use crate::error::{Error, Result};
 use crate::event::{EventHandler, Events, PoolEvent};
 use crate::io::{Thin, ThinShared};
@@ -17,7 +19,7 @@ use crate::mode::{ModeCtl, PoolMode};
 use parking_lot::{Mutex, RwLock};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use uthin_block_io::{SharedDevice, SECTOR_SIZE};
 use uthin_pdata::sm::metadata::MAX_METADATA_BLOCKS;
 use uthin_thin::superblock::MAX_METADATA_SECTORS;
@@ -38,7 +40,11 @@ pub struct Pool {
     pub(crate) commit_gate: RwLock<()>,
     pub(crate) mode: ModeCtl,
     pub(crate) events: Arc<Events>,
-    pub(crate) thins: Mutex<HashMap<DevId, Arc<ThinShared>>>,
+    /// The per-device state of each device in use (open, or taking part
+    /// in a message); dropped with the device's last user.
+    pub(crate) thins: Mutex<HashMap<DevId, Weak<ThinShared>>>,
+    /// What the devices' dense tables may still allocate.
+    pub(crate) dense_budget: Arc<Budget>,
     /// Number of commits that reached the pre-commit hook.
     pub(crate) commits: Arc<AtomicU64>,
     pub(crate) committer: Committer,
@@ -130,6 +136,7 @@ impl Pool {
             mode: ModeCtl::new(mode),
             events,
             thins: Mutex::new(HashMap::new()),
+            dense_budget: Budget::new(cfg.dense_table_bytes),
             commits,
             committer: Committer::idle(),
             closed: AtomicBool::new(false),
@@ -180,11 +187,41 @@ impl Pool {
 
     /// The per-device state shared by every open of `dev`.
     pub(crate) fn thin_shared(&self, dev: DevId) -> Arc<ThinShared> {
-        self.thins
+        let mut thins = self.thins.lock();
+        if let Some(t) = thins.get(&dev).and_then(Weak::upgrade) {
+            return t;
+        }
+        thins.retain(|_, t| t.strong_count() > 0);
+        let leaf_bits = self.cfg.dense_leaf_blocks.trailing_zeros();
+        let dense = DenseCells::new(leaf_bits, self.dense_budget.clone());
+        let t = Arc::new(ThinShared::new(dev, dense));
+        thins.insert(dev, Arc::downgrade(&t));
+        t
+    }
+
+    /// The per-device state of `dev` if it is in use.
+    fn live_thin(&self, dev: DevId) -> Option<Arc<ThinShared>> {
+        self.thins.lock().get(&dev).and_then(Weak::upgrade)
+    }
+
+    /// Forgets the cached mappings of `dev` (deleted).
+    pub(crate) fn forget_dev(&self, dev: DevId) {
+        self.cells.remove_dev(dev);
+        if let Some(t) = self.live_thin(dev) {
+            t.dense.clear();
+        }
+    }
+
+    /// Forgets every cached mapping (the metadata was aborted).
+    fn forget_all(&self) {
+        self.cells.clear();
+        let live: Vec<_> = self
+            .thins
             .lock()
-            .entry(dev)
-            .or_insert_with(|| Arc::new(ThinShared::new(dev)))
-            .clone()
+            .values()
+            .filter_map(Weak::upgrade)
+            .collect();
+        live.iter().for_each(|t| t.dense.clear());
     }
 
     /// Commits (when the metadata is writable), stops the background
@@ -256,7 +293,7 @@ impl Pool {
         // Load the snapshot time first: it is raised after the metadata
         // changes, so an entry filled with it is never staler than it.
         let st = th.snap_time.load(Ordering::Acquire);
-        if let Some(l) = self.cells.get(th.dev, v, st) {
+        if let Some(l) = th.cells(self).get(v, st) {
             return Ok(Some(l));
         }
         self.lookup_metadata(th, v, st)
@@ -264,13 +301,13 @@ impl Pool {
 
     /// Takes the cell of `v` shared and looks its mapping up: the hot path
     /// of reads and overwrites (one lock when the mapping is cached).
-    pub(crate) fn shared_lookup(
-        &self,
-        th: &ThinShared,
+    pub(crate) fn shared_lookup<'a>(
+        &'a self,
+        th: &'a ThinShared,
         v: VirtBlock,
-    ) -> Result<(CellGuard<'_>, Option<Lookup>)> {
+    ) -> Result<(CellGuard<'a>, Option<Lookup>)> {
         let mut st = 0;
-        let (cell, hit) = self.cells.shared_cached(th.dev, v, || {
+        let (cell, hit) = th.cells(self).shared_cached(v, || {
             st = th.snap_time.load(Ordering::Acquire);
             st
         });
@@ -287,7 +324,7 @@ impl Pool {
         let md = self.md.read();
         let r = md.find_block(th.dev, v).map_err(meta_err("find_block"))?;
         if let Some(l) = r {
-            self.cells.put(th.dev, v, l, st);
+            th.cells(self).put(v, l, st);
         }
         Ok(r)
     }
@@ -334,7 +371,7 @@ impl Pool {
     ) {
         log::error!("metadata operation {op} failed: {e}; aborting the transaction");
         let mut new = PoolMode::ReadOnly;
-        self.cells.clear();
+        self.forget_all();
         if let Err(ae) = md.abort() {
             log::error!("failed to abort the metadata transaction: {ae}");
             new = PoolMode::Fail;

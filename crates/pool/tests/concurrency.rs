@@ -19,7 +19,7 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 use uthin_block_io::testing::MemDevice;
 use uthin_block_io::BlockDevice;
-use uthin_pool::{DevId, Pool, VirtBlock};
+use uthin_pool::{DevId, Pool, PoolConfig, VirtBlock};
 
 const BLOCKS: u64 = 4;
 const WRITERS: u64 = 6;
@@ -44,9 +44,22 @@ fn check_sector(bytes: &[u8], s: u64, what: &str) -> u32 {
     t
 }
 
+/// The configurations each test runs in: cells in the volumes' dense
+/// tables (the default), and in the pool's hash table.
+fn tables() -> [PoolConfig; 2] {
+    let mut hashed = cfg();
+    hashed.dense_table_bytes = 0;
+    [cfg(), hashed]
+}
+
 #[test]
 fn same_block_writers_with_snapshots() {
-    let mut c = cfg();
+    for c in tables() {
+        same_block_writers_with_snapshots_in(c);
+    }
+}
+
+fn same_block_writers_with_snapshots_in(mut c: PoolConfig) {
     c.commit_period = Duration::from_millis(5);
     let (pool, meta, _d) = mem_pool(4, 256, c);
     pool.create_thin(DevId(1)).unwrap();
@@ -173,6 +186,12 @@ impl BlockDevice for Stall {
 /// until the read has drained, and the read returns the old bytes.
 #[test]
 fn different_blocks_run_in_parallel_same_block_waits() {
+    for c in tables() {
+        different_blocks_run_in_parallel_same_block_waits_in(c);
+    }
+}
+
+fn different_blocks_run_in_parallel_same_block_waits_in(c: PoolConfig) {
     let (entered_tx, entered) = mpsc::channel();
     let (release, release_rx) = mpsc::channel();
     let stall = Arc::new(Stall {
@@ -182,7 +201,7 @@ fn different_blocks_run_in_parallel_same_block_waits() {
         release: Mutex::new(release_rx),
     });
     let meta = Arc::new(MemDevice::new(4 << 20));
-    let pool = Pool::open(meta.clone(), stall.clone(), cfg()).unwrap();
+    let pool = Pool::open(meta.clone(), stall.clone(), c).unwrap();
     pool.create_thin(DevId(1)).unwrap();
     let t = Arc::new(pool.thin(DevId(1), None).unwrap());
     let old = pattern(1, 0, 4 * BLOCK as usize);

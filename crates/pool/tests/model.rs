@@ -124,10 +124,12 @@ struct Harness {
 }
 
 impl Harness {
-    /// A pool caching about `mapping_cache` lookups.
-    fn new(mapping_cache: usize) -> Self {
+    /// A pool whose cells and cached mappings live in `tables`.
+    fn new(tables: Tables) -> Self {
         let mut cfg = cfg();
-        cfg.mapping_cache_entries = mapping_cache;
+        cfg.mapping_cache_entries = tables.hashed_cache;
+        cfg.dense_table_bytes = tables.dense_bytes;
+        cfg.dense_leaf_blocks = tables.leaf_blocks;
         cfg.commit_period = Duration::from_millis(10);
         cfg.features.error_if_no_space = true;
         let meta = Arc::new(MemDevice::new(4 << 20));
@@ -376,6 +378,34 @@ fn run_io(t: &Thin, io: &Io) -> Option<Vec<u8>> {
     None
 }
 
+/// Where cells and cached mappings live.
+#[derive(Clone, Copy, Debug)]
+struct Tables {
+    hashed_cache: usize,
+    dense_bytes: usize,
+    leaf_blocks: u32,
+}
+
+fn tables() -> impl Strategy<Value = Tables> {
+    let t = |hashed_cache, dense_bytes, leaf_blocks| Tables {
+        hashed_cache,
+        dense_bytes,
+        leaf_blocks,
+    };
+    prop_oneof![
+        // The hash table alone: no cache; one entry a shard (evicting all
+        // the time).
+        Just(t(0, 0, 256)),
+        Just(t(64, 0, 256)),
+        // Both: room for the mid arrays of two devices and a few leaves of
+        // two blocks, so devices and blocks are split between the tables
+        // (and the budget comes back when a reopen closes the devices).
+        Just(t(64, (48 << 10) + 160, 2)),
+        // The defaults: every block in the dense tables.
+        Just(t(1 << 18, PoolConfig::default().dense_table_bytes, 256)),
+    ]
+}
+
 proptest! {
     #![proptest_config(ProptestConfig {
         cases: std::env::var("PROPTEST_CASES").ok().and_then(|s| s.parse().ok()).unwrap_or(24),
@@ -385,10 +415,9 @@ proptest! {
     #[test]
     fn pool_matches_model(
         steps in prop::collection::vec(step(), 10..45),
-        // No cache, one entry a shard (evicting all the time), the default.
-        cache in prop_oneof![Just(0usize), Just(64), Just(1 << 18)],
+        tables in tables(),
     ) {
-        let mut h = Harness::new(cache);
+        let mut h = Harness::new(tables);
         for s in &steps {
             h.step(s);
         }

@@ -12,6 +12,8 @@ mod provision;
 mod read;
 mod write;
 
+use crate::dense::DenseCells;
+use crate::devcells::DevCells;
 use crate::error::{Error, Result};
 use crate::pool::Pool;
 use parking_lot::RwLock;
@@ -43,14 +45,26 @@ pub(crate) struct ThinShared {
     /// from the metadata (under its write lock) when the device is opened,
     /// created or snapshotted.
     pub(crate) snap_time: AtomicU32,
+    /// The device's dense table of cells and cached mappings.
+    pub(crate) dense: DenseCells,
 }
 
 impl ThinShared {
-    pub(crate) fn new(dev: DevId) -> Self {
+    pub(crate) fn new(dev: DevId, dense: DenseCells) -> Self {
         ThinShared {
             dev,
             quiesce: RwLock::new(()),
             snap_time: AtomicU32::new(0),
+            dense,
+        }
+    }
+
+    /// The device's cells (in its dense table or the pool's hash table).
+    pub(crate) fn cells<'a>(&'a self, pool: &'a Pool) -> DevCells<'a> {
+        DevCells {
+            hashed: &pool.cells,
+            dense: &self.dense,
+            dev: self.dev,
         }
     }
 }

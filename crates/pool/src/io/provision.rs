@@ -28,9 +28,8 @@ impl Thin {
         let dev = self.dev_id();
         let _quiesce = self.shared.quiesce.read();
         let (first, last) = (group[0].vblock, group[group.len() - 1].vblock);
-        let _cells = pool
-            .cells
-            .exclusive_range(dev, first, VirtBlock(last.0 + 1));
+        let cells = self.shared.cells(pool);
+        let _cells = cells.exclusive_range(first, VirtBlock(last.0 + 1));
         for c in group {
             if pool
                 .lookup(&self.shared, c.vblock)?
@@ -62,7 +61,7 @@ impl Thin {
                     block: b,
                     shared: false,
                 };
-                pool.cells.put(dev, c.vblock, l, st);
+                cells.put(c.vblock, l, st);
             }
             Ok(())
         })?;

@@ -46,11 +46,8 @@ impl Thin {
     fn read_group(&self, group: &[Chunk], buf: &mut [u8]) -> Result<()> {
         let pool = &*self.pool;
         pool.check_io()?;
-        let dev = self.dev_id();
-        let _cells: Vec<_> = group
-            .iter()
-            .map(|c| pool.cells.shared(dev, c.vblock))
-            .collect();
+        let cells = self.shared.cells(pool);
+        let _cells: Vec<_> = group.iter().map(|c| cells.shared(c.vblock)).collect();
         let looks = group
             .iter()
             .map(|c| pool.lookup(&self.shared, c.vblock))

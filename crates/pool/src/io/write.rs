@@ -57,12 +57,9 @@ impl Thin {
     fn overwrite_group(&self, group: &[Chunk], buf: &[u8]) -> Result<bool> {
         let pool = &*self.pool;
         pool.check_io()?;
-        let dev = self.dev_id();
         let _quiesce = self.shared.quiesce.read();
-        let _cells: Vec<_> = group
-            .iter()
-            .map(|c| pool.cells.shared(dev, c.vblock))
-            .collect();
+        let cells = self.shared.cells(pool);
+        let _cells: Vec<_> = group.iter().map(|c| cells.shared(c.vblock)).collect();
         let looks = group
             .iter()
             .map(|c| pool.lookup(&self.shared, c.vblock))
@@ -83,7 +80,6 @@ impl Thin {
     /// Writes `data` at `off` within virtual block `vb`.
     pub(crate) fn write_chunk(&self, vb: VirtBlock, off: u64, data: &[u8]) -> Result<()> {
         let pool = &*self.pool;
-        let dev = self.dev_id();
         loop {
             pool.check_io()?;
             let quiesce = self.shared.quiesce.read();
@@ -95,7 +91,7 @@ impl Thin {
                     }
                 }
             }
-            let cell = pool.cells.exclusive(dev, vb);
+            let cell = self.shared.cells(pool).exclusive(vb);
             let old = pool.lookup(&self.shared, vb)?;
             if let Some(l) = old {
                 if !l.shared {
@@ -162,7 +158,7 @@ impl Thin {
                 block: new,
                 shared: false,
             };
-            pool.cells.put(dev, vb, l, st);
+            self.shared.cells(pool).put(vb, l, st);
             Ok(())
         })
     }
