@@ -236,4 +236,18 @@ mod tests {
             assert!(PoolConfig::from_table_args(bad).is_err(), "{bad}");
         }
     }
+
+    #[test]
+    fn dense_leaf_size_is_a_power_of_two_within_reach() {
+        let mut c = PoolConfig::default();
+        for ok in [1, 2, 256, 65536] {
+            c.dense_leaf_blocks = ok;
+            assert!(c.validate().is_ok(), "{ok}");
+        }
+        for bad in [0, 3, 100, 131072] {
+            c.dense_leaf_blocks = bad;
+            let e = c.validate().unwrap_err().to_string();
+            assert!(e.contains("dense leaf size"), "{bad}: {e}");
+        }
+    }
 }
